@@ -1,0 +1,1 @@
+"""bajax: train Baichuan-Audio-style speech LLMs in JAX."""
