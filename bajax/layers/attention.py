@@ -1,0 +1,70 @@
+"""Multi-head attention with grouped-query heads, optional RoPE, optional q/k/v and output biases, and
+an optional KV cache for incremental decoding.
+
+Grouped-query attention never repeats K/V: queries are reshaped to [B, T, KV, G, D] (G = heads / kv_heads)
+and contracted against K/V [B, S, KV, D] in one einsum. Scores and softmax are fp32 whatever the compute
+dtype (`preferred_element_type`), probabilities are cast back to the compute dtype for the value matmul.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from bajax.layers.kv_cache import write_kv
+from bajax.layers.linear import Linear
+from bajax.layers.rope import apply_rope
+
+# Finite "minus infinity": a fully masked row (which the segment rules avoid anyway) gives a uniform
+# distribution instead of NaN.
+_NEG = -1e30
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """q [B, T, H, D], k/v [B, S, KV, D], mask bool [B, T, S] (True = attend) -> [B, T, H, D]."""
+    b, t, h, d = q.shape
+    kv = k.shape[2]
+    if h % kv:
+        raise ValueError(f"query heads {h} must be a multiple of kv heads {kv}")
+    q = (q * jnp.asarray(d ** -0.5, q.dtype)).reshape(b, t, kv, h // kv, d)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+    if mask is not None:
+        scores = jnp.where(mask[:, None, None], scores, _NEG)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(b, t, h, d)
+
+
+class Attention(nnx.Module):
+    """Self-attention; `rope_theta=None` disables RoPE (e.g. the audio head's depth transformer)."""
+
+    def __init__(self, embed: int, heads: int, kv_heads: int, head_dim: int, *, qkv_bias: bool = False,
+                 out_bias: bool = False, rope_theta: float | None = 10000.0, dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        if heads % kv_heads:
+            raise ValueError(f"attention: heads={heads} must be a multiple of kv_heads={kv_heads}")
+        self.rope_theta = rope_theta
+        self.q_proj = Linear(embed, (heads, head_dim), axes=("embed", "heads", "head_dim"),
+                             use_bias=qkv_bias, dtype=dtype, rngs=rngs)
+        self.k_proj = Linear(embed, (kv_heads, head_dim), axes=("embed", "kv_heads", "head_dim"),
+                             use_bias=qkv_bias, dtype=dtype, rngs=rngs)
+        self.v_proj = Linear(embed, (kv_heads, head_dim), axes=("embed", "kv_heads", "head_dim"),
+                             use_bias=qkv_bias, dtype=dtype, rngs=rngs)
+        self.o_proj = Linear((heads, head_dim), embed, axes=("heads", "head_dim", "embed"),
+                             use_bias=out_bias, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array, mask: jax.Array | None, positions: jax.Array | None = None,
+                 cache_kv: tuple[jax.Array, jax.Array] | None = None, cache_index: jax.Array | None = None):
+        """x [B, T, E]; mask bool [B, T, S]. Without a cache returns [B, T, E]; with `cache_kv` (this
+        layer's k/v caches [B, S, KV, D]) writes the new keys at `cache_index`, attends over the whole
+        cache and returns (out, (k_cache, v_cache))."""
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.rope_theta is not None:
+            q = apply_rope(q, positions, self.rope_theta)
+            k = apply_rope(k, positions, self.rope_theta)
+        if cache_kv is None:
+            return self.o_proj(dot_product_attention(q, k, v, mask))
+        k_all, v_all = write_kv(cache_kv[0], cache_kv[1], k, v, cache_index)
+        out = dot_product_attention(q, k_all.astype(q.dtype), v_all.astype(q.dtype), mask)
+        return self.o_proj(out), (k_all, v_all)

@@ -1,0 +1,69 @@
+"""Linear projections and embedding tables whose parameters carry logical axis names.
+
+`Linear` is a general dense layer: it contracts the last `len(in_shape)` dimensions of its input with a
+kernel of shape `in_shape + out_shape`, so attention projections can keep heads and head_dim as separate
+(separately shardable) kernel dimensions instead of a flat `heads * head_dim`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Shape = int | Sequence[int]
+
+
+def _tuple(s: Shape) -> tuple[int, ...]:
+    return (int(s),) if isinstance(s, int) else tuple(int(d) for d in s)
+
+
+def fan_in_init(key: jax.Array, shape: tuple[int, ...], fan_in: int) -> jax.Array:
+    """Truncated normal with variance 1/fan_in (keeps activations O(1) at init for any width)."""
+    std = 1.0 / math.sqrt(fan_in) / 0.87962566103423978  # undo the variance lost by truncating at 2 std
+    return std * jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)
+
+
+class Linear(nnx.Module):
+    """y = x · kernel (+ bias); `axes` names every kernel dimension (inputs first, then outputs)."""
+
+    def __init__(self, in_shape: Shape, out_shape: Shape, *, axes: Sequence[str | None],
+                 use_bias: bool = False, dtype=jnp.float32, rngs: nnx.Rngs):
+        self.in_shape, self.out_shape = _tuple(in_shape), _tuple(out_shape)
+        axes = tuple(axes)
+        if len(axes) != len(self.in_shape) + len(self.out_shape):
+            raise ValueError(f"Linear {self.in_shape}->{self.out_shape}: axes {axes} need one name per dim")
+        self.dtype = dtype
+        fan_in = math.prod(self.in_shape)
+        self.kernel = nnx.Param(fan_in_init(rngs.params(), self.in_shape + self.out_shape, fan_in),
+                                logical_axes=axes)
+        self.bias = (nnx.Param(jnp.zeros(self.out_shape, jnp.float32), logical_axes=axes[len(self.in_shape):])
+                     if use_bias else None)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        n_in = len(self.in_shape)
+        contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
+        kernel = self.kernel[...].astype(self.dtype)
+        y = jax.lax.dot_general(x.astype(self.dtype), kernel, (contract, ((), ())))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
+
+
+class Embedding(nnx.Module):
+    """A lookup table [num, features]; `attend` multiplies by its transpose (tied output heads)."""
+
+    def __init__(self, num: int, features: int, *, axes: tuple[str | None, str | None] = ("vocab", "embed"),
+                 dtype=jnp.float32, init_std: float = 0.02, rngs: nnx.Rngs):
+        self.num, self.features, self.dtype = num, features, dtype
+        self.embedding = nnx.Param(init_std * jax.random.normal(rngs.params(), (num, features), jnp.float32),
+                                   logical_axes=axes)
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding[...].astype(self.dtype), ids, axis=0)
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        return jnp.einsum("...d,vd->...v", x.astype(self.dtype), self.embedding[...].astype(self.dtype))
