@@ -1,0 +1,221 @@
+"""Configs: load `configs/<model>/<size>.py[:arg]`, apply `--config.a.b=value` overrides, validate.
+
+A config file's `get_config(arg)` starts from `defaults(kind)`, a LOCKED ConfigDict holding every valid key
+of that model kind with its default and type. Because it is locked, a typo in a config file or in an
+override cannot add a new key: it stops the run with a message that names the key, suggests the closest
+valid one and lists the valid keys at that level. Overrides are parsed against the type of the default.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import ml_collections
+from ml_collections import ConfigDict
+
+KINDS = ("lm", "tokenizer", "flow")
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message says which key and how to fix it."""
+
+
+def base_config() -> ConfigDict:
+    """Sections shared by every model: mesh, sharding rules, optimizer, trainer, checkpoints, metrics."""
+    from bajax import sharding
+
+    c = ConfigDict()
+    c.kind = ""
+    c.seed = 0
+    c.mesh = ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    c.sharding = ConfigDict({"rules": tuple((k, v) for k, v in sharding.DEFAULT_RULES)})
+
+    c.optim = ConfigDict()
+    c.optim.lr = 3e-4
+    c.optim.end_lr_ratio = 0.1           # cosine decays to lr * end_lr_ratio
+    c.optim.warmup_steps = 100
+    c.optim.decay_steps = 0              # 0: decay over train.steps
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.95
+    c.optim.eps = 1e-8
+    c.optim.weight_decay = 0.1
+    c.optim.clip_norm = 1.0
+
+    c.train = ConfigDict()
+    c.train.steps = 1000
+    c.train.batch_size = 8               # global rows per optimizer step (all micro-batches)
+    c.train.grad_accum = 1               # micro-batches per step, accumulated with lax.scan in fp32
+    c.train.freeze = ()                  # regexes over parameter paths ("audio_head/.*") that do not train
+    c.train.train_only = ()              # if set: only parameters matching one of these regexes train
+    c.train.stage = ""                   # named preset of freeze rules (the LM has 'stage1', 'stage2')
+    c.train.init_from = ""               # checkpoint dir whose params initialise a NEW run (e.g. stage 1 -> 2)
+    c.train.eval_every = 0
+    c.train.eval_batches = 4
+
+    c.checkpoint = ConfigDict()
+    c.checkpoint.every = 200
+    c.checkpoint.keep = 3
+    c.checkpoint.async_save = True
+
+    c.metrics = ConfigDict()
+    c.metrics.log_every = 10
+    c.metrics.tensorboard = True
+    c.metrics.peak_flops = 0.0           # FLOP/s per device for MFU; 0 = table by device kind / CPU probe
+    return c
+
+
+def defaults(kind: str) -> ConfigDict:
+    """Every valid key of a model kind with its default value; locked, so typos cannot add keys."""
+    if kind not in KINDS:
+        raise ConfigError(f"unknown model kind {kind!r}; valid kinds: {list(KINDS)}")
+    from bajax.data.config import default_data_config
+
+    c = base_config()
+    c.kind = kind
+    c.data = default_data_config()
+    if kind == "lm":
+        from bajax.lm.config import default_model_config
+    elif kind == "tokenizer":
+        from bajax.tokenizer.config import default_model_config
+    else:
+        from bajax.flow.config import default_model_config
+    c.model = default_model_config()
+    c.lock()
+    return c
+
+
+def load(spec: str, overrides: Sequence[str] = ()) -> ConfigDict:
+    """Loads `path.py[:arg]`, applies `a.b=value` overrides and validates the result."""
+    path_str, _, arg = spec.partition(":")
+    path = Path(path_str)
+    if not path.is_file():
+        raise ConfigError(f"config file {path_str!r} not found (pass e.g. --config configs/lm/tiny.py)")
+    module_name = f"_bajax_config_{abs(hash(path.resolve()))}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except (AttributeError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path_str}: {e}") from e
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path_str} has no get_config(arg) function")
+    try:
+        cfg = module.get_config(arg) if arg else module.get_config()
+    except (AttributeError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path_str}: {_explain(e)}") from e
+    for item in overrides:
+        apply_override(cfg, item)
+    validate(cfg)
+    return cfg
+
+
+def _explain(e: Exception) -> str:
+    return str(e).strip("'\"")
+
+
+def _valid_keys_message(node: ConfigDict, key: str, where: str) -> str:
+    keys = sorted(node.keys())
+    close = difflib.get_close_matches(key, keys, n=1)
+    hint = f" Did you mean {where}{close[0]!r}?" if close else ""
+    return f"unknown config key {where}{key!r}.{hint} Valid keys{' of ' + where.rstrip('.') if where else ''}: {keys}"
+
+
+def _parse_value(text: str, current, key: str):
+    """Parses an override string to the type of the current value."""
+    if isinstance(current, bool):
+        low = text.lower()
+        if low in ("true", "1", "yes"):
+            return True
+        if low in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"config key {key!r} is a bool; got {text!r} (use true or false)")
+    if isinstance(current, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"config key {key!r} is an int; got {text!r}") from None
+    if isinstance(current, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"config key {key!r} is a float; got {text!r}") from None
+    if isinstance(current, str):
+        return text
+    if isinstance(current, (tuple, list)):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = tuple(s.strip() for s in text.split(",") if s.strip())
+        if not isinstance(value, (tuple, list)):
+            value = (value,)
+        return tuple(value)
+    raise ConfigError(f"config key {key!r} of type {type(current).__name__} cannot be set from the "
+                      "command line")
+
+
+def apply_override(cfg: ConfigDict, item: str) -> None:
+    """Applies one `a.b.c=value` override; unknown keys and wrong types raise ConfigError."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like --config.section.key=value")
+    dotted, _, text = item.partition("=")
+    dotted = dotted.removeprefix("--").removeprefix("config.")
+    parts = dotted.split(".")
+    node, where = cfg, ""
+    for part in parts[:-1]:
+        if part not in node or not isinstance(node[part], ConfigDict):
+            raise ConfigError(_valid_keys_message(node, part, where))
+        node, where = node[part], f"{where}{part}."
+    key = parts[-1]
+    if key not in node:
+        raise ConfigError(_valid_keys_message(node, key, where))
+    if isinstance(node[key], ConfigDict):
+        raise ConfigError(f"config key {dotted!r} is a section; set one of its keys: {sorted(node[key].keys())}")
+    value = _parse_value(text, node[key], dotted)
+    try:
+        node[key] = value
+    except TypeError as e:
+        raise ConfigError(f"config key {dotted!r}: {e}") from None
+
+
+def validate(cfg: ConfigDict) -> None:
+    """Checks every key and type of `cfg` against `defaults(cfg.kind)`."""
+    kind = cfg.get("kind", "")
+    reference = defaults(kind)
+
+    def walk(node, ref, where):
+        for key in node.keys():
+            if key not in ref:
+                raise ConfigError(_valid_keys_message(ref, key, where))
+            value, want = node[key], ref[key]
+            if isinstance(want, ConfigDict):
+                if not isinstance(value, ConfigDict):
+                    raise ConfigError(f"config key {where}{key!r} must be a section with keys {sorted(want.keys())}")
+                walk(value, want, f"{where}{key}.")
+            elif not _same_type(value, want):
+                raise ConfigError(f"config key {where}{key!r} must be {type(want).__name__}, "
+                                  f"got {type(value).__name__} ({value!r})")
+
+    walk(cfg, reference, "")
+
+
+def _same_type(value, want) -> bool:
+    if isinstance(want, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(want, bool)
+    if isinstance(want, float):
+        return isinstance(value, (int, float))
+    if isinstance(want, (tuple, list)):
+        return isinstance(value, (tuple, list))
+    return isinstance(value, type(want))
+
+
+def to_dict(cfg: ConfigDict) -> dict:
+    return cfg.to_dict()
+
+
+__all__ = ["ConfigError", "base_config", "defaults", "load", "apply_override", "validate", "ml_collections"]

@@ -1,0 +1,77 @@
+"""Orbax checkpoints: the train state and the data iterator as two items of one step directory.
+
+Restores go onto the CURRENT mesh: the abstract target carries the shardings of this run, so a state saved
+on 8 devices resumes on 1 (or on another pod slice). Saves are asynchronous; `close` waits for them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+
+class Checkpointer:
+    def __init__(self, directory: str, *, every: int, keep: int, async_save: bool = True):
+        self.directory = epath.Path(directory)
+        self.every = every
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep,
+                save_interval_steps=1,          # the trainer decides when (every N steps, at the end, SIGTERM)
+                enable_async_checkpointing=async_save,
+                create=True,
+            ),
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state, data_iter=None, *, force: bool = False) -> bool:
+        if not force and (self.every <= 0 or step % self.every):
+            return False
+        items = {"state": ocp.args.StandardSave(state)}
+        if data_iter is not None:
+            items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
+        return self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+    def restore(self, step: int, abstract_state, data_iter=None):
+        """Returns the state on the shardings of `abstract_state`; restores `data_iter` in place."""
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        if data_iter is not None:
+            items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iter)
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        return restored["state"]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def restore_params(directory: str, abstract_model_state, step: int | None = None):
+    """Only the model parameters of another run's checkpoint (e.g. stage 1 -> stage 2, or an HF import),
+    restored onto the shardings of `abstract_model_state`. Variables absent from the checkpoint keep nothing:
+    every key of the target must exist there."""
+    path = Path(directory)
+    mngr = ocp.CheckpointManager(epath.Path(path), options=ocp.CheckpointManagerOptions(create=False))
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"train.init_from={directory!r} holds no checkpoint step")
+    target = {"model": abstract_model_state}
+    restored = mngr.restore(
+        step,
+        args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item=target,
+            restore_args=jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), target),
+            partial_restore=True,
+        )),
+    )
+    mngr.close()
+    return restored["state"]["model"]

@@ -1,0 +1,63 @@
+"""The audio LLM as a trainer task: model, additive loss, data, FLOPs and the paper's two stages."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from bajax.lm import flops as lm_flops
+from bajax.lm.losses import lm_loss
+from bajax.lm.model import AudioLLM
+from bajax.train.task import Task
+
+# Paper section 3.3.1: stage 1 trains only the audio embeddings and the audio head (LLM frozen);
+# stage 2 trains everything except the text embedding and the LM head.
+STAGES = {
+    "stage1": {"train_only": (r"audio_embed/.*", r"audio_head/.*")},
+    "stage2": {"freeze": (r"embed_tokens/.*", r"lm_head/.*")},
+}
+
+
+def loss_totals(batch: dict) -> dict:
+    """Normalisers of the whole global batch: text weight sum and audio weight sum per codebook."""
+    return {"text": jnp.sum(batch["text_weights"].astype(jnp.float32)),
+            "audio_per_codebook": jnp.sum(batch["audio_weights"].astype(jnp.float32), axis=(0, 1))}
+
+
+def loss_fn(model, batch, rng, totals):
+    del rng  # the LLM's training forward is deterministic
+    return lm_loss(model, batch, totals=totals, text_loss_weight=model.text_loss_weight,
+                   audio_loss_weight=model.audio_loss_weight)
+
+
+def build_model(model_cfg, rngs):
+    model = AudioLLM(model_cfg, rngs=rngs)
+    # Loss weights are static Python floats on the module (not parameters).
+    model.text_loss_weight = float(model_cfg.text_loss_weight)
+    model.audio_loss_weight = float(model_cfg.audio_loss_weight)
+    return model
+
+
+def make_dataset(cfg, process_index: int, process_count: int, split: str):
+    from bajax.data.pipeline import lm_dataset
+
+    if cfg.train.batch_size % process_count:
+        raise ValueError(f"train.batch_size={cfg.train.batch_size} must be divisible by the "
+                         f"{process_count} processes")
+    m = cfg.model
+    return lm_dataset(cfg.data, batch_size=cfg.train.batch_size // process_count, seq_len=cfg.data.seq_len,
+                      vocab=m.vocab, vocab_size=m.vocab_size, codebook_sizes=tuple(m.codebook_sizes),
+                      process_index=process_index, process_count=process_count, split=split)
+
+
+def flops_per_step(cfg) -> float:
+    per_token = lm_flops.train_flops_per_token(cfg.model, cfg.data.seq_len)["total"]
+    return per_token * cfg.train.batch_size * cfg.data.seq_len
+
+
+def work_units(batch: dict) -> tuple[str, float]:
+    return "tokens", float(np.count_nonzero(batch["segment_ids"]))
+
+
+TASK = Task(name="lm", build_model=build_model, loss_fn=loss_fn, loss_totals=loss_totals,
+            make_dataset=make_dataset, flops_per_step=flops_per_step, work_units=work_units, stages=STAGES)

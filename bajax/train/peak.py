@@ -1,0 +1,56 @@
+"""Peak FLOP/s per device, for MFU: a table for accelerators, a short matmul probe on CPU."""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+
+# Dense bf16 peak per chip (vendor figures); fp32 matmuls on TPU run through bf16 passes.
+PEAK_FLOPS = {
+    "tpu v4": 275e12,
+    "tpu v5 lite": 197e12,   # v5e
+    "tpu v5e": 197e12,
+    "tpu v5p": 459e12,
+    "tpu v5": 459e12,
+    "tpu v6 lite": 918e12,   # v6e (Trillium)
+    "tpu v6e": 918e12,
+    "nvidia h100": 989e12,
+    "nvidia a100": 312e12,
+    "nvidia h200": 989e12,
+    "nvidia b200": 2250e12,
+}
+
+
+def table_peak(device_kind: str) -> float | None:
+    kind = device_kind.lower()
+    for name, flops in sorted(PEAK_FLOPS.items(), key=lambda kv: -len(kv[0])):
+        if kind.startswith(name) or name in kind:
+            return flops
+    return None
+
+
+@functools.cache
+def cpu_matmul_peak(n: int = 1024, repeats: int = 8) -> float:
+    """Measured fp32 matmul FLOP/s of this host (all cores), the best of a few runs."""
+    x = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda a: a @ a, device=jax.local_devices(backend="cpu")[0])
+    f(x).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(x).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def device_peak(override: float = 0.0) -> float:
+    """Peak FLOP/s of one device. On CPU the host peak is shared by all (fake) devices of the process."""
+    if override > 0:
+        return override
+    dev = jax.devices()[0]
+    if dev.platform == "cpu":
+        return cpu_matmul_peak() / jax.local_device_count()
+    return table_peak(dev.device_kind) or 0.0

@@ -1,0 +1,49 @@
+"""What the trainer needs to know about a model: the `Task` interface, and the registry of the three.
+
+A task's loss must be ADDITIVE over micro-batches: `loss_totals(full_batch)` computes the normalisers
+(token counts, frame counts) of the whole global batch once, and `loss_fn` divides its sums by them. Then
+the sum of micro-batch losses and gradients equals the loss and gradient of the full batch exactly, which is
+what makes gradient accumulation equal to a k-times larger batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+from flax import nnx
+from ml_collections import ConfigDict
+
+LossFn = Callable[[nnx.Module, dict, jax.Array, dict], tuple[jax.Array, dict]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str
+    # (model config, rngs) -> module
+    build_model: Callable[[ConfigDict, nnx.Rngs], nnx.Module]
+    # (model, batch, rng, totals) -> (loss, metrics); metrics are additive like the loss
+    loss_fn: LossFn
+    # global batch -> normalisers passed to every micro-batch's loss_fn
+    loss_totals: Callable[[dict], dict]
+    # (config, process_index, process_count, split) -> grain IterDataset of host-local numpy batches
+    make_dataset: Callable[[ConfigDict, int, int, str], object]
+    # config -> analytic training FLOPs of one optimizer step (forward + backward, whole global batch)
+    flops_per_step: Callable[[ConfigDict], float]
+    # host-local numpy batch -> (unit name, count) for throughput, e.g. ("tokens", 2048)
+    work_units: Callable[[dict], tuple[str, float]]
+    # named presets of trainable parameters: {'stage1': {'train_only': (...)}, ...}
+    stages: dict = dataclasses.field(default_factory=dict)
+
+
+def get_task(kind: str) -> Task:
+    if kind == "lm":
+        from bajax.train.lm_task import TASK
+    elif kind == "tokenizer":
+        from bajax.train.tokenizer_task import TASK
+    elif kind == "flow":
+        from bajax.train.flow_task import TASK
+    else:
+        raise ValueError(f"config kind={kind!r}: no trainer task; valid kinds are 'lm', 'tokenizer', 'flow'")
+    return TASK

@@ -1,0 +1,186 @@
+"""The one training loop for the tokenizer, the audio LLM and the flow decoder.
+
+    state = restore latest checkpoint, or create the model inside jit (parameters born sharded)
+    for each step: batch -> global array -> jitted step (donated state) -> metrics one step late
+                   -> checkpoint every N steps (async, with the data iterator)
+    on SIGTERM or `stop_after`: checkpoint at the step boundary, wait, exit cleanly
+
+Running the same command again resumes from the latest checkpoint, with the data iterator where it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+from ml_collections import ConfigDict
+
+from bajax import sharding
+from bajax.train import checkpoint, freeze, optim, peak
+from bajax.train.metrics import MetricsWriter, StepTimer
+from bajax.train.step import batch_sharding, init_state, make_train_step, state_shardings
+from bajax.train.task import get_task
+
+
+@dataclasses.dataclass
+class RunResult:
+    step: int                 # the last completed step
+    metrics: list[dict]       # metrics written by this invocation
+    preempted: bool = False
+
+
+class _StopSignal:
+    """Turns SIGTERM (TPU maintenance, SLURM time limit) into a flag checked at step boundaries."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. a notebook worker): no handler, no flag
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def to_global(batch: dict, mesh: jax.sharding.Mesh) -> dict:
+    """Host-local numpy rows -> global jax.Arrays split over the batch mesh axes (multi-host safe)."""
+    return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), np.asarray(v))
+            for k, v in batch.items()}
+
+
+class Trainer:
+    """Builds everything a run needs from its config; `run()` trains (or resumes) to `train.steps`."""
+
+    def __init__(self, cfg: ConfigDict, workdir: str, *, devices=None):
+        self.cfg = cfg
+        self.workdir = Path(workdir)
+        self.task = get_task(cfg.kind)
+        self.mesh = sharding.make_mesh(dict(cfg.mesh), devices)
+        self.rules = sharding.normalize_rules(cfg.sharding.rules)
+        freeze_patterns, train_only = freeze.resolve(cfg.train, self.task.stages)
+        self.is_trainable = freeze.trainable_filter(freeze_patterns, train_only)
+        self.lr_schedule = optim.schedule(cfg.optim, cfg.train.steps)
+        self.tx = optim.make_optimizer(cfg.optim, cfg.train.steps)
+        with self.scope():
+            abstract_model = nnx.eval_shape(lambda: self.task.build_model(cfg.model, nnx.Rngs(cfg.seed)))
+            self.graphdef = nnx.graphdef(abstract_model)
+            freeze.check_patterns(nnx.state(abstract_model), freeze_patterns, train_only)
+            self._init = lambda: init_state(self.task, cfg.model, cfg.seed, self.tx, self.is_trainable)
+            self.abstract_state = jax.eval_shape(self._init)
+            self.state_shardings = state_shardings(self.abstract_state, self.mesh)
+
+    def scope(self):
+        """Mesh and logical-axis rules in force for tracing and running."""
+        import contextlib
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(jax.set_mesh(self.mesh))
+        stack.enter_context(sharding.axis_rules(self.rules))
+        return stack
+
+    # -- state ------------------------------------------------------------------------------------------
+    def abstract_with_shardings(self):
+        return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                            self.abstract_state, self.state_shardings)
+
+    def fresh_state(self):
+        """A new state created inside jit, so every parameter is born on its shards."""
+        state = jax.jit(self._init, out_shardings=self.state_shardings)()
+        if self.cfg.train.init_from:
+            target = self.abstract_with_shardings()["model"]
+            state["model"] = checkpoint.restore_params(self.cfg.train.init_from, target)
+        return state
+
+    def num_trainable(self) -> tuple[int, int]:
+        trainable, rest = nnx.split_state(self.abstract_state["model"], self.is_trainable, ...)
+        count = lambda t: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(t))
+        params = nnx.split_state(rest, nnx.Param, ...)[0]
+        return count(trainable), count(trainable) + count(params)
+
+    def compiled_step(self):
+        step = make_train_step(self.task, self.graphdef, self.tx, self.is_trainable, seed=self.cfg.seed,
+                               grad_accum=self.cfg.train.grad_accum, lr_schedule=self.lr_schedule)
+        return jax.jit(step, in_shardings=(self.state_shardings, None), out_shardings=(self.state_shardings, None),
+                       donate_argnums=0)
+
+    def dataset(self, split: str = "train"):
+        return self.task.make_dataset(self.cfg, jax.process_index(), jax.process_count(), split)
+
+    # -- loop -------------------------------------------------------------------------------------------
+    def run(self, *, stop_after: int | None = None, quiet: bool = False) -> RunResult:
+        cfg = self.cfg
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if jax.process_index() == 0:
+            (self.workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
+        ckpt = checkpoint.Checkpointer(str(self.workdir / "checkpoints"), every=cfg.checkpoint.every,
+                                       keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
+        writer = MetricsWriter(str(self.workdir), tensorboard=cfg.metrics.tensorboard,
+                               enabled=None if not quiet else False)
+        written: list[dict] = []
+        with self.scope(), _StopSignal() as stop:
+            data_iter = iter(self.dataset("train"))
+            latest = ckpt.latest_step()
+            if latest is not None:
+                state = ckpt.restore(latest, self.abstract_with_shardings(), data_iter)
+                if not quiet:
+                    print(f"resumed from step {latest} in {ckpt.directory}", flush=True)
+            else:
+                state = self.fresh_state()
+            step_fn = self.compiled_step()
+            step = int(jax.device_get(state["step"]))
+            if not quiet and step == 0:
+                n_train, n_all = self.num_trainable()
+                print(f"{cfg.kind}: {n_all / 1e6:.2f}M parameters, {n_train / 1e6:.2f}M trainable; mesh "
+                      f"{dict(self.mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} devices",
+                      flush=True)
+            flops = self.task.flops_per_step(cfg)
+            peak_total = peak.device_peak(cfg.metrics.peak_flops) * jax.device_count()
+            timer = StepTimer()
+            preempted = False
+            end = cfg.train.steps if stop_after is None else min(stop_after, cfg.train.steps)
+            while step < end:
+                local = next(data_iter)
+                unit, count = self.task.work_units(local)
+                state, metrics = step_fn(state, to_global(local, self.mesh))
+                step += 1
+                dt = timer.lap()
+                if step % max(cfg.metrics.log_every, 1) == 0 or step == end:
+                    # dt is dispatch-to-dispatch; the first step of a process has no previous boundary (0).
+                    host = {"step_time": dt, f"{unit}_per_sec": count * jax.process_count() / dt if dt else 0.0,
+                            "mfu": flops / dt / peak_total if dt and peak_total else 0.0}
+                    writer.write_late(step, metrics, host)
+                    written.append({"step": step, "metrics": metrics, "host": host})
+                ckpt.save(step, state, data_iter)
+                if stop.requested:
+                    preempted = True
+                    break
+            if ckpt.latest_step() != step:
+                ckpt.save(step, state, data_iter, force=True)
+            ckpt.close()
+            writer.close()
+        records = [{"step": w["step"], **{k: float(np.asarray(v)) for k, v in jax.device_get(w["metrics"]).items()},
+                    **w["host"]} for w in written]
+        if preempted and not quiet:
+            print(json.dumps({"preempted_at_step": step, "checkpoint": str(ckpt.directory)}), flush=True)
+        return RunResult(step=step, metrics=records, preempted=preempted)
+
+
+def train(cfg: ConfigDict, workdir: str, *, stop_after: int | None = None, quiet: bool = False,
+          devices=None) -> RunResult:
+    return Trainer(cfg, workdir, devices=devices).run(stop_after=stop_after, quiet=quiet)
+
+

@@ -1,0 +1,26 @@
+"""~100M-parameter audio LLM (Qwen2 shape at width 640) on the embedded corpus: the benchmark size.
+
+  bajax train --config configs/lm/small.py --workdir runs/lm_small
+"""
+
+from bajax.config import defaults
+
+
+def get_config(stage: str = ""):
+    c = defaults("lm")
+    m = c.model
+    m.hidden = 640
+    m.layers = 12
+    m.heads = 10
+    m.kv_heads = 2
+    m.head_dim = 64
+    m.mlp = 1728
+    m.codebook_sizes = (1024,) * 8
+    m.audio_head_heads = 5            # hidden / 128, as the reference
+    c.train.steps = 2000
+    c.train.batch_size = 8
+    c.train.stage = stage
+    c.optim.lr = 6e-4
+    c.optim.warmup_steps = 200
+    c.data.seq_len = 1024
+    return c
