@@ -1,0 +1,122 @@
+"""The LM Grain pipeline: ArrayRecord -> shuffle -> repeat -> shard by process -> mix tasks -> format ->
+first-fit pack -> batch -> prefetch. Yields host-local numpy batches in the bajax/lm/batch.py contract.
+
+Every stage before packing is a Grain MapDataset (random access by index), packing and batching are
+Grain IterDatasets with checkpointable state, so `iterator.get_state()` (or
+`grain.checkpoint.CheckpointSave(iterator)` inside an Orbax checkpoint) resumes at exactly the next batch.
+Sharding: every process builds the same seeded global shuffle and keeps elements i = process_index
+(mod process_count), so the processes' shards are disjoint and cover each epoch.
+"""
+
+from __future__ import annotations
+
+import grain
+import numpy as np
+
+from bajax.data import formats, records, sources
+from bajax.data import text as text_lib
+
+PACKED_KEYS = ("tokens", "audio_codes", "text_targets", "text_weights", "audio_targets", "audio_weights")
+
+
+def task_weights(data_cfg, root, split: str) -> dict[str, float]:
+    """Mixture weights of the tasks that have LM shards (tasks without data are dropped)."""
+    weights = {}
+    for task, w in data_cfg.mixture.items():
+        if task not in sources.TASKS:
+            raise ValueError(f"data.mixture has unknown task {task!r}; valid tasks: {sources.TASKS}")
+        if w > 0 and sources.shard_paths(root, split, task, "lm"):
+            weights[task] = float(w)
+    if not weights:
+        raise ValueError(f"no LM shards for the tasks with positive data.mixture weight under {root}/{split}; "
+                         "check data.source and data.mixture")
+    return weights
+
+
+def _decode(record: bytes):
+    meta, arrays = records.decode(record)
+    return meta, [arrays[f"codes_{i}"] for i in range(len(meta["texts"]))]
+
+
+def lm_records(data_cfg, *, process_index: int, process_count: int, split: str = "train",
+               root=None) -> grain.MapDataset:
+    """Decoded (meta, codes) samples of this process, before formatting. Train: shuffled, repeated, mixed;
+    other splits: one ordered pass over all tasks."""
+    root = root if root is not None else sources.resolve(data_cfg)
+    weights = task_weights(data_cfg, root, split)
+    if split != data_cfg.train_split:
+        paths = [p for t in weights for p in sources.shard_paths(root, split, t, "lm")]
+        ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(paths))
+        return ds[process_index::process_count].map(_decode)
+    parts = []
+    for i, task in enumerate(weights):
+        src = grain.sources.ArrayRecordDataSource(sources.shard_paths(root, split, task, "lm"))
+        ds = grain.MapDataset.source(src).shuffle(seed=data_cfg.shuffle_seed * 1009 + i).repeat()
+        parts.append(ds[process_index::process_count])
+    ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, list(weights.values()))
+    return ds.map(_decode)
+
+
+class _Format(grain.transforms.Map):
+    """Record -> unpacked LM arrays; the tokenizer is built lazily so the transform pickles to workers."""
+
+    def __init__(self, tokenizer_spec: str, vocab: str, vocab_size: int, codebook_sizes, seq_len: int):
+        self._args = (tokenizer_spec, vocab, vocab_size)
+        self._codebook_sizes, self._seq_len = tuple(codebook_sizes), seq_len
+        self._tok = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_tok": None}
+
+    def map(self, element):
+        if self._tok is None:
+            spec, vocab, vocab_size = self._args
+            self._tok = text_lib.make(spec, vocab=vocab, vocab_size=vocab_size)
+        meta, codes = element
+        return formats.format_sample(meta, codes, self._tok, codebook_sizes=self._codebook_sizes,
+                                     seq_len=self._seq_len)
+
+
+def _rename(packed: dict) -> dict:
+    out = {k: packed[k] for k in PACKED_KEYS}
+    out["segment_ids"] = packed["tokens_segment_ids"].astype(np.int32)
+    out["positions"] = packed["tokens_positions"].astype(np.int32)
+    return out
+
+
+def lm_dataset(data_cfg, *, batch_size: int, seq_len: int | None = None, vocab: str, vocab_size: int,
+               codebook_sizes, process_index: int = 0, process_count: int = 1,
+               split: str = "train") -> grain.IterDataset:
+    """Host-local LM batches `[batch_size, seq_len]` (bajax/lm/batch.py). See the module docstring."""
+    seq_len = int(seq_len or data_cfg.seq_len)
+    root = sources.resolve(data_cfg)
+    sources.check_codebooks(root, codebook_sizes)
+    text_lib.make(data_cfg.text_tokenizer, vocab=vocab, vocab_size=vocab_size)  # fail early on a bad spec
+    ds = lm_records(data_cfg, process_index=process_index, process_count=process_count, split=split, root=root)
+    ds = ds.map(_Format(data_cfg.text_tokenizer, vocab, vocab_size, codebook_sizes, seq_len))
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=data_cfg.num_threads,
+                                              prefetch_buffer_size=data_cfg.read_buffer))
+    it = grain.experimental.FirstFitPackIterDataset(
+        it, length_struct={k: seq_len for k in PACKED_KEYS}, num_packing_bins=data_cfg.pack_bins or batch_size,
+        shuffle_bins=False)
+    it = it.map(_rename).batch(batch_size, drop_remainder=split == data_cfg.train_split)
+    if split != data_cfg.train_split:  # the last evaluation batch is padded with empty rows (segment 0)
+        it = it.map(lambda b: pad_rows(b, batch_size))
+    return _prefetch(it, data_cfg)
+
+
+def pad_rows(batch: dict, batch_size: int) -> dict:
+    """Pads every array of a short final batch with zero rows up to batch_size."""
+    def pad(x):
+        x = np.asarray(x)
+        return np.pad(x, [(0, batch_size - len(x))] + [(0, 0)] * (x.ndim - 1)) if len(x) < batch_size else x
+    return {k: pad(v) for k, v in batch.items()}
+
+
+def _prefetch(it: grain.IterDataset, data_cfg) -> grain.IterDataset:
+    if data_cfg.worker_count > 0:
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_cfg.worker_count,
+                                                         per_worker_buffer_size=data_cfg.worker_buffer_size))
+    if data_cfg.prefetch > 0:
+        it = grain.experimental.ThreadPrefetchIterDataset(it, prefetch_buffer_size=data_cfg.prefetch)
+    return it
