@@ -34,7 +34,7 @@ FORMAT_VERSION = 1
 MIN_SEGMENT_SAMPLES = 1280  # one 12.5 Hz code frame at 16 kHz
 
 
-def _process_entry(entry: manifest_lib.Entry, max_seconds: float):
+def _process_entry(entry: manifest_lib.Entry, max_seconds: float, emit: tuple[bool, ...]):
     """Loads one sample's segments -> dict, or raises AudioError/ManifestError with a reason."""
     from bajax.audio import io as audio_io
     from bajax.audio import mel as mel_lib
@@ -71,26 +71,34 @@ def _process_entry(entry: manifest_lib.Entry, max_seconds: float):
             raise manifest_lib.ManifestError("empty_audio", f"sample {entry.id!r} (line {entry.line}) segment {i} "
                                                             "is all zeros")
         segs.append({"wave16": np.clip(np.round(seg16 * 32767), -32768, 32767).astype(np.int16),
-                     "mel24": mel_lib.flow_mel_24k(seg24).astype(np.float32),
+                     "mel24": mel_lib.flow_mel_24k(seg24).astype(np.float32) if emit[i] else None,
                      "seconds": len(seg16) / 16000})
     return segs
 
 
-def load_shard(entries: list[manifest_lib.Entry], max_seconds: float):
-    """Worker: [(entry, segments)] for good samples and [(reason, message)] for rejected ones."""
+def segment_key(entry: manifest_lib.Entry, seg: manifest_lib.Segment) -> tuple:
+    return (entry.audio[seg.audio], seg.start, seg.end)
+
+
+def load_shard(entries: list[manifest_lib.Entry], max_seconds: float, emit):
+    """Worker: [(entry, segments)] for good samples and [(reason, message)] for rejected ones.
+
+    `emit[j][i]` says whether segment i of entry j gets an audio record here (its first use in the
+    manifest); the 24 kHz mel is computed only for those.
+    """
     from bajax.audio.io import AudioError
 
     good, bad = [], []
-    for e in entries:
+    for e, flags in zip(entries, emit, strict=True):
         try:
-            good.append((e, _process_entry(e, max_seconds)))
+            good.append((e, _process_entry(e, max_seconds, flags)))
         except (AudioError, manifest_lib.ManifestError) as err:
             bad.append((err.reason, str(err)))
     return good, bad
 
 
-def _shard_hash(entries, encoder_id: str, max_seconds: float) -> str:
-    h = hashlib.sha256(f"v{FORMAT_VERSION}|{encoder_id}|{max_seconds}".encode())
+def _shard_hash(entries, emit, encoder_id: str, max_seconds: float) -> str:
+    h = hashlib.sha256(f"v{FORMAT_VERSION}|{encoder_id}|{max_seconds}|{emit}".encode())
     for e in entries:
         h.update(json.dumps(dataclasses.asdict(e), sort_keys=True).encode())
     return h.hexdigest()[:20]
@@ -116,12 +124,17 @@ def _encode(encode_fn, wave16: np.ndarray, sizes, where: str) -> np.ndarray:
     return codes.astype(np.int16 if max(sizes or (1 << 15,)) <= 32767 else np.int32)
 
 
-def _finish_shard(base: epath.Path, good, bad, encode_fn, sizes, codes_name, key) -> dict:
+def _finish_shard(base: epath.Path, good, bad, encode_fn, sizes, codes_name, key, cache: dict) -> dict:
+    """Encodes (each distinct audio segment once, via `cache`) and writes one shard's files + marker."""
     lm_recs, audio_recs = [], []
-    counts = {"samples": 0, "segments": 0, "seconds": 0.0}
+    counts = {"samples": 0, "segments": 0, "seconds": 0.0, "audio_records": 0}
     for entry, segs in good:
-        codes = [_encode(encode_fn, s["wave16"], sizes, f"sample {entry.id!r} segment {i}")
-                 if encode_fn else None for i, s in enumerate(segs)]
+        codes = []
+        for i, s in enumerate(segs):
+            k = segment_key(entry, entry.segments[i])
+            if encode_fn and k not in cache:
+                cache[k] = _encode(encode_fn, s["wave16"], sizes, f"sample {entry.id!r} segment {i}")
+            codes.append(cache.get(k))
         texts = [s.text for s in entry.segments]
         meta = {"id": entry.id, "task": entry.task, "language": entry.language, "texts": texts,
                 "prompt": entry.prompt, "response": entry.response,
@@ -129,14 +142,17 @@ def _finish_shard(base: epath.Path, good, bad, encode_fn, sizes, codes_name, key
         if encode_fn:
             lm_recs.append(records.encode(meta, {f"codes_{i}": c for i, c in enumerate(codes)}))
         for i, s in enumerate(segs):
+            counts["segments"] += 1
+            counts["seconds"] += s["seconds"]
+            if s["mel24"] is None:  # this span already has its audio record in an earlier shard
+                continue
             arrays = {"wave16": s["wave16"], "mel24": s["mel24"]}
             if encode_fn:
                 arrays["codes"] = codes[i]
             audio_recs.append(records.encode(
                 {"id": f"{entry.id}/{i}", "sample": entry.id, "task": entry.task, "language": entry.language,
                  "text": texts[i], "quantiser": codes_name}, arrays))
-            counts["segments"] += 1
-            counts["seconds"] += s["seconds"]
+            counts["audio_records"] += 1
         counts["samples"] += 1
     if encode_fn:
         _write(epath.Path(str(base) + ".lm.array_record"), lm_recs)
@@ -164,34 +180,40 @@ def prepare(manifest: str, out: str, *, encode_fn=None, codes_name: str | None =
     groups = collections.defaultdict(list)
     for e in entries:
         groups[(e.split, e.task)].append(e)
-    jobs = []  # (base path, entries, hash)
+    jobs, seen = [], set()  # (base path, entries, emit flags, hash)
     for (split, task), items in sorted(groups.items()):
         (out_dir / split / task).mkdir(parents=True, exist_ok=True)
         for n, start in enumerate(range(0, len(items), samples_per_shard)):
             chunk = items[start:start + samples_per_shard]
-            jobs.append((out_dir / split / task / f"shard-{n:05d}", chunk,
-                         _shard_hash(chunk, encoder_id, max_audio_seconds)))
-    markers, pending = {}, []
-    for base, chunk, key in jobs:
+            # A span shared by several samples (one recording as asr, tts, ...) gets one audio record.
+            emit = []
+            for e in chunk:
+                keys = [segment_key(e, s) for s in e.segments]
+                emit.append(tuple(k not in seen for k in keys))
+                seen.update(keys)
+            jobs.append((out_dir / split / task / f"shard-{n:05d}", chunk, emit,
+                         _shard_hash(chunk, emit, encoder_id, max_audio_seconds)))
+    markers, pending, cache = {}, [], {}
+    for base, chunk, emit, key in jobs:
         marker_path = epath.Path(str(base) + ".json")
         if marker_path.exists() and json.loads(marker_path.read_text()).get("hash") == key:
             markers[str(base)] = json.loads(marker_path.read_text())
         else:
-            pending.append((base, chunk, key))
+            pending.append((base, chunk, emit, key))
     bar = _progress(len(pending), progress)
     if workers > 0 and len(pending) > 1:
         ctx = multiprocessing.get_context("spawn")  # fork after JAX/threads is unsafe
         with cf.ProcessPoolExecutor(min(workers, len(pending)), mp_context=ctx) as pool:
-            futures = {pool.submit(load_shard, chunk, max_audio_seconds): (base, key)
-                       for base, chunk, key in pending}
+            futures = {pool.submit(load_shard, chunk, max_audio_seconds, emit): (base, key)
+                       for base, chunk, emit, key in pending}
             for fut in cf.as_completed(futures):
                 base, key = futures[fut]
-                markers[str(base)] = _finish_shard(base, *fut.result(), encode_fn, sizes, codes_name, key)
+                markers[str(base)] = _finish_shard(base, *fut.result(), encode_fn, sizes, codes_name, key, cache)
                 bar.update(1)
     else:
-        for base, chunk, key in pending:
-            markers[str(base)] = _finish_shard(base, *load_shard(chunk, max_audio_seconds), encode_fn, sizes,
-                                               codes_name, key)
+        for base, chunk, emit, key in pending:
+            markers[str(base)] = _finish_shard(base, *load_shard(chunk, max_audio_seconds, emit), encode_fn,
+                                               sizes, codes_name, key, cache)
             bar.update(1)
     bar.close()
     info = {"format_version": FORMAT_VERSION,
