@@ -1,0 +1,52 @@
+"""Default `model` section of a tokenizer config: every key, with the tiny shape as its value.
+
+The paper-size values (SPEC sections 1-2) are in the comments; `configs/tokenizer/base.py` sets them.
+"""
+
+from ml_collections import ConfigDict
+
+
+def default_model_config() -> ConfigDict:
+    m = ConfigDict()
+    m.dtype = "float32"               # compute dtype (params fp32; RVQ distances, EMA, losses always fp32)
+    m.remat = "none"
+    m.scan_layers = True
+
+    # Front end (SPEC 1): Whisper-v3 log-mel at 16 kHz.
+    m.n_mels = 128
+    # Encoder (Whisper-large-v3 shape): d 1280, 32 layers, 20 heads, FFN 5120, 1500 positions.
+    m.d_model = 64
+    m.encoder_layers = 2
+    m.encoder_heads = 4
+    m.encoder_ffn = 256
+    m.max_source_positions = 1500
+    # Bridge: pool 4 -> code dim = d_model * pool (5120 at full size).
+    m.pool = 4
+
+    m.rvq = ConfigDict()
+    m.rvq.codebook_sizes = (64, 64, 32, 32, 16, 16, 16, 16)   # full: (8192, 4096, 2048, 1024 x5)
+    m.rvq.decay = 0.99                # EMA decay a
+    m.rvq.eps = 1e-5                  # Laplace smoothing
+    m.rvq.beta = 1e-3                 # L2 constraint embed *= (1 - beta) after each EMA step; 0 disables
+    m.rvq.restart_after = 100         # restart a code unused for this many consecutive steps; 0 disables
+    m.rvq.threshold = 1e-3            # ... or whose EMA count falls below this; 0 disables
+    m.rvq.gumbel_tau = 1.0            # Gumbel temperature in training (on Euclidean distance); 0 = greedy
+    m.rvq.dropout_p = 0.5             # probability that a sample keeps only layers 1..k, k ~ U{1..n}
+
+    # Progressive instance-level replacement: fraction of samples taking the VQ output.
+    m.replace = ConfigDict()
+    m.replace.start = 0.1
+    m.replace.end = 1.0
+    m.replace.begin = 0               # step at which the ramp starts
+    m.replace.steps = 1000            # ramp length in steps (0: jump to `end` at `begin`)
+
+    # Audio decoder (SPEC 2): 8 causal layers at d_model, dconv kernel 3, strides 4 then 2; refine net.
+    m.decoder_layers = 2
+    m.decoder_heads = 4
+    m.decoder_ffn = 256
+    m.decoder_kernel = 3
+    m.decoder_positions = 3000
+    m.n_target_mels = 80
+    m.refine_channels = (64, 64, 64, 64)   # full: (256, 256, 256, 256)
+    m.refine_kernel = 5
+    return m
