@@ -9,9 +9,12 @@ from bajax.lm import special_tokens
 
 SIZES = (16,) * 8
 TOK = text_lib.ByteTokenizer(512)
-S = TOK.special  # endoftext 499 ... audio_start 503, audio_end 504, audio_pad 505, audiogen_start 510, _end 511
-EOS, AS, AE, PAD, GS, GE = (S[k] for k in ("endoftext", "audio_start", "audio_end", "audio_pad",
-                                            "audiogen_start", "audiogen_end"))
+S = (
+    TOK.special
+)  # endoftext 499 ... audio_start 503, audio_end 504, audio_pad 505, audiogen_start 510, _end 511
+EOS, AS, AE, PAD, GS, GE = (
+    S[k] for k in ("endoftext", "audio_start", "audio_end", "audio_pad", "audiogen_start", "audiogen_end")
+)
 
 
 def frames(*rows):
@@ -47,9 +50,12 @@ def check(out, tokens, text_targets, text_weights, audio=None):
 
 def test_asr():
     out = fmt("asr", ["hi"], [frames(1, 2)], prompt="P")
-    check(out, [80, AS, PAD, PAD, AE, 104, 105, EOS],
-          [AS, PAD, PAD, AE, 104, 105, EOS, 0],
-          [0, 0, 0, 0, 1, 1, 1, 0])
+    check(
+        out,
+        [80, AS, PAD, PAD, AE, 104, 105, EOS],
+        [AS, PAD, PAD, AE, 104, 105, EOS, 0],
+        [0, 0, 0, 0, 1, 1, 1, 0],
+    )
     np.testing.assert_array_equal(out["audio_codes"][2:4], frames(1, 2))
 
 
@@ -65,31 +71,42 @@ def test_aqa_and_s2tt_default_prompts():
 
 def test_intlv_no_audio_loss():
     out = fmt("intlv", ["a", "b", "c"], [frames(1), frames(2), frames(3)])
-    check(out, [AS, PAD, AE, 98, AS, PAD, AE, EOS],
-          [PAD, AE, 98, AS, PAD, AE, EOS, 0],
-          [0, 0, 1, 0, 0, 0, 0, 0])
+    check(
+        out, [AS, PAD, AE, 98, AS, PAD, AE, EOS], [PAD, AE, 98, AS, PAD, AE, EOS, 0], [0, 0, 1, 0, 0, 0, 0, 0]
+    )
 
 
 def test_tts():
     out = fmt("tts", ["hi"], [frames(1, 2)])
-    check(out, [104, 105, GS, PAD, PAD, GE, EOS],
-          [105, GS, PAD, PAD, GE, EOS, 0],
-          [0, 1, 0, 0, 0, 1, 0],
-          audio_expect(7, {2: 1, 3: 2, 4: "eoa"}))
+    check(
+        out,
+        [104, 105, GS, PAD, PAD, GE, EOS],
+        [105, GS, PAD, PAD, GE, EOS, 0],
+        [0, 1, 0, 0, 0, 1, 0],
+        audio_expect(7, {2: 1, 3: 2, 4: "eoa"}),
+    )
 
 
 def test_itts_no_loss_on_first_text_only():
     out = fmt("itts", ["a", "b"], [frames(1), frames(3)])
-    check(out, [97, GS, PAD, GE, 98, GS, PAD, GE, EOS],
-          [GS, PAD, GE, 98, GS, PAD, GE, EOS, 0],
-          [1, 0, 0, 1, 1, 0, 0, 1, 0],
-          audio_expect(9, {1: 1, 2: "eoa", 5: 3, 6: "eoa"}))
+    check(
+        out,
+        [97, GS, PAD, GE, 98, GS, PAD, GE, EOS],
+        [GS, PAD, GE, 98, GS, PAD, GE, EOS, 0],
+        [1, 0, 0, 1, 1, 0, 0, 1, 0],
+        audio_expect(9, {1: 1, 2: "eoa", 5: 3, 6: "eoa"}),
+    )
 
 
 def test_pure_audio():
     out = fmt("audio", [""], [frames(4, 5)])
-    check(out, [GS, PAD, PAD, GE, EOS], [PAD, PAD, GE, EOS, 0], [0, 0, 0, 1, 0],
-          audio_expect(5, {0: 4, 1: 5, 2: "eoa"}))
+    check(
+        out,
+        [GS, PAD, PAD, GE, EOS],
+        [PAD, PAD, GE, EOS, 0],
+        [0, 0, 0, 1, 0],
+        audio_expect(5, {0: 4, 1: 5, 2: "eoa"}),
+    )
 
 
 def test_no_text_loss_on_audio_targets_any_task():
@@ -114,7 +131,9 @@ def test_hf_tokenizer_json(tmp_path):
     from tokenizers import models, pre_tokenizers
 
     words = ["hello", "world", "the", "cat", "."]
-    tok = tokenizers.Tokenizer(models.WordLevel({w: i for i, w in enumerate(["[UNK]"] + words)}, unk_token="[UNK]"))
+    tok = tokenizers.Tokenizer(
+        models.WordLevel({w: i for i, w in enumerate(["[UNK]"] + words)}, unk_token="[UNK]")
+    )
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     path = tmp_path / "tokenizer.json"
     tok.save(str(path))
@@ -125,10 +144,21 @@ def test_hf_tokenizer_json(tmp_path):
     hf = text_lib.make(str(path), vocab="custom", vocab_size=100)
     assert hf.special["endoftext"] == 6 and hf.special["audiogen_end"] == 18
     np.testing.assert_array_equal(hf.encode("hello the cat"), [1, 3, 4])
-    out = formats.format_sample({"task": "tts", "texts": ["the cat"], "language": "en"}, [frames(1)], hf,
-                                codebook_sizes=SIZES, seq_len=32)
-    assert out["tokens"].tolist() == [3, 4, hf.special["audiogen_start"], hf.special["audio_pad"],
-                                      hf.special["audiogen_end"], hf.special["endoftext"]]
+    out = formats.format_sample(
+        {"task": "tts", "texts": ["the cat"], "language": "en"},
+        [frames(1)],
+        hf,
+        codebook_sizes=SIZES,
+        seq_len=32,
+    )
+    assert out["tokens"].tolist() == [
+        3,
+        4,
+        hf.special["audiogen_start"],
+        hf.special["audio_pad"],
+        hf.special["audiogen_end"],
+        hf.special["endoftext"],
+    ]
     with pytest.raises(ValueError, match="differ from the Qwen ids"):
         text_lib.make(str(path), vocab="qwen", vocab_size=100)
     with pytest.raises(ValueError, match="needs model.vocab='bytes'"):

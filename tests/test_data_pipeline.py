@@ -17,8 +17,9 @@ LM = dict(vocab="bytes", vocab_size=512, codebook_sizes=testing.CODEBOOK_SIZES)
 def prepared(tmp_path_factory):
     d = tmp_path_factory.mktemp("pipe")
     m = testing.write_manifest(str(d / "c"), per_task=4, valid=1)
-    prepare.prepare(m, str(d / "p"), encode_fn=testing.FakeEncoder(), workers=0, samples_per_shard=3,
-                    progress=False)
+    prepare.prepare(
+        m, str(d / "p"), encode_fn=testing.FakeEncoder(), workers=0, samples_per_shard=3, progress=False
+    )
     return str(d / "p")
 
 
@@ -51,8 +52,10 @@ def test_batches_follow_contract_and_packing_isolates_segments(prepared):
 
 @pytest.mark.parametrize("count", [2, 4])
 def test_process_shards_disjoint_and_cover(prepared, count):
-    c = cfg(prepared, mixture={"asr": 1.0, "aqa": 0.0, "s2tt": 0.0, "intlv": 0.0, "tts": 0.0, "itts": 0.0,
-                               "audio": 0.0})
+    c = cfg(
+        prepared,
+        mixture={"asr": 1.0, "aqa": 0.0, "s2tt": 0.0, "intlv": 0.0, "tts": 0.0, "itts": 0.0, "audio": 0.0},
+    )
     n = 4  # train samples of one task
     seen = []
     for p in range(count):
@@ -91,13 +94,21 @@ def test_restore_through_orbax_checkpoint_manager(prepared, tmp_path):
     _take(it, 2)
     mngr = ocp.CheckpointManager(tmp_path / "ckpt")
     state = {"w": jax.numpy.ones(3)}
-    mngr.save(5, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                         data_iter=grain.checkpoint.CheckpointSave(it)))
+    mngr.save(
+        5,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(it)
+        ),
+    )
     mngr.wait_until_finished()
     want = _take(it, 3)
     fresh = iter(ds)
-    restored = mngr.restore(5, args=ocp.args.Composite(state=ocp.args.StandardRestore(state),
-                                                       data_iter=grain.checkpoint.CheckpointRestore(fresh)))
+    restored = mngr.restore(
+        5,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(state), data_iter=grain.checkpoint.CheckpointRestore(fresh)
+        ),
+    )
     assert restored["data_iter"] is fresh
     assert _equal(_take(fresh, 3), want)
     mngr.close()
@@ -106,13 +117,14 @@ def test_restore_through_orbax_checkpoint_manager(prepared, tmp_path):
 def test_validation_split_single_padded_pass(prepared):
     batches = list(pipeline.lm_dataset(cfg(prepared), batch_size=4, seq_len=128, split="valid", **LM))
     assert batches and all(b["tokens"].shape == (4, 128) for b in batches)
-    assert sum(len(np.unique(b["segment_ids"][b["segment_ids"] > 0 ])) > 0 for b in batches) >= 1
+    assert sum(len(np.unique(b["segment_ids"][b["segment_ids"] > 0])) > 0 for b in batches) >= 1
 
 
 def test_codebook_mismatch_is_a_clear_error(prepared):
     with pytest.raises(ValueError, match="codebook sizes differ.*fake-energy-codes"):
-        pipeline.lm_dataset(cfg(prepared), batch_size=2, seq_len=64, vocab="bytes", vocab_size=512,
-                            codebook_sizes=(64,) * 8)
+        pipeline.lm_dataset(
+            cfg(prepared), batch_size=2, seq_len=64, vocab="bytes", vocab_size=512, codebook_sizes=(64,) * 8
+        )
 
 
 @pytest.mark.parametrize("mode", ["crop", "bucket"])
@@ -129,7 +141,9 @@ def test_audio_pipelines(prepared, mode):
     f = fb["codes"].shape[1]
     assert fb["mel24"].shape == (4, 4 * f, 80) and fb["wave16"].shape == (4, 1280 * f)
     np.testing.assert_array_equal(fb["mel_lengths"], 4 * fb["code_lengths"])
-    np.testing.assert_array_equal(fb["wave_lengths"], np.minimum(1280 * fb["code_lengths"], fb["wave_lengths"]))
+    np.testing.assert_array_equal(
+        fb["wave_lengths"], np.minimum(1280 * fb["code_lengths"], fb["wave_lengths"])
+    )
 
 
 def test_audio_restore(prepared):

@@ -1,4 +1,4 @@
-"""prepare: bad inputs are counted and skipped, re-runs skip finished shards, records round-trip; audio I/O."""
+"""prepare: bad inputs counted and skipped, re-runs skip finished shards, records round-trip; audio I/O."""
 
 import json
 
@@ -10,8 +10,13 @@ from bajax.data import prepare, records, testing
 
 
 def _row(i, **kw):
-    row = {"id": f"s{i}", "task": "asr", "language": "en", "audio": "good.wav",
-           "segments": [{"start": 0.0, "end": 0.5, "text": "hello"}]}
+    row = {
+        "id": f"s{i}",
+        "task": "asr",
+        "language": "en",
+        "audio": "good.wav",
+        "segments": [{"start": 0.0, "end": 0.5, "text": "hello"}],
+    }
     row.update(kw)
     return json.dumps(row)
 
@@ -28,7 +33,8 @@ def bad_manifest(tmp_path_factory):
     (d / "truncated.wav").write_bytes(data[: len(data) // 2])
     (d / "corrupt.flac").write_bytes(b"fLaC" + bytes(range(200)))
     lines = [
-        _row(0), _row(1),
+        _row(0),
+        _row(1),
         _row(2, audio="missing.wav"),
         _row(3, audio="truncated.wav"),
         _row(4, audio="corrupt.flac"),
@@ -46,12 +52,28 @@ def bad_manifest(tmp_path_factory):
 
 
 def test_bad_inputs_counted_and_skipped(bad_manifest, tmp_path, capsys):
-    s = prepare.prepare(str(bad_manifest / "m.jsonl"), str(tmp_path / "out"), encode_fn=testing.FakeEncoder(),
-                        workers=0, max_audio_seconds=2.0, progress=False)
+    s = prepare.prepare(
+        str(bad_manifest / "m.jsonl"),
+        str(tmp_path / "out"),
+        encode_fn=testing.FakeEncoder(),
+        workers=0,
+        max_audio_seconds=2.0,
+        progress=False,
+    )
     assert s["tasks"]["train/asr"]["samples"] == 2
-    assert s["rejected"] == {"missing": 1, "truncated": 1, "corrupt": 1, "empty": 1, "nan": 1, "empty_text": 1,
-                             "too_long": 1, "unknown_task": 1, "malformed_json": 1, "duplicate_id": 1,
-                             "bad_span": 1}
+    assert s["rejected"] == {
+        "missing": 1,
+        "truncated": 1,
+        "corrupt": 1,
+        "empty": 1,
+        "nan": 1,
+        "empty_text": 1,
+        "too_long": 1,
+        "unknown_task": 1,
+        "malformed_json": 1,
+        "duplicate_id": 1,
+        "bad_span": 1,
+    }
     text = prepare.format_summary(s)
     assert "REJECTED" in text and "missing.wav" in text and "line 11" in text
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["rejected"]["nan"] == 1
@@ -65,8 +87,14 @@ def test_prepare_twice_does_work_once(tmp_path):
         calls.append(len(w))
         return testing.FakeEncoder()(w)
 
-    kw = dict(encode_fn=enc, codes_name="fake", codebook_sizes=testing.CODEBOOK_SIZES, workers=2,
-              samples_per_shard=1, progress=False)
+    kw = dict(
+        encode_fn=enc,
+        codes_name="fake",
+        codebook_sizes=testing.CODEBOOK_SIZES,
+        workers=2,
+        samples_per_shard=1,
+        progress=False,
+    )
     first = prepare.prepare(m, str(tmp_path / "p"), **kw)
     n = len(calls)
     assert first["shards"]["written"] == 14 and n == 2 * 5 + 2 * 2 * 3  # segments: 10 single + 2x2x3 multi

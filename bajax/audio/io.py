@@ -1,5 +1,5 @@
-"""Waveform I/O: soundfile (wav, flac, ogg, mp3) through `etils.epath` (local, gs://, s3://) and fsspec for the
-other URL schemes epath does not know (memory:// in tests).
+"""Waveform I/O: soundfile (wav, flac, ogg, mp3) through `etils.epath` (local, gs://, s3://) and fsspec
+for the other URL schemes epath does not know (memory:// in tests).
 
 `load(path, sr)` returns a mono float32 waveform at the requested rate (stereo is averaged; other rates
 are resampled with soxr). Problems raise `AudioError` with a `reason` the data preparation counts:
@@ -57,8 +57,8 @@ def _wav_shortfall(data: bytes) -> int:
         return 0
     pos = 12
     while pos + 8 <= len(data):
-        size = int.from_bytes(data[pos + 4:pos + 8], "little")
-        if data[pos:pos + 4] == b"data":
+        size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if data[pos : pos + 4] == b"data":
             return max(0, size - (len(data) - pos - 8)) if size != 0xFFFFFFFF else 0
         pos += 8 + size + (size & 1)
     return 0
@@ -74,20 +74,27 @@ def read(path: str | epath.Path) -> tuple[np.ndarray, int]:
     except OSError as e:
         raise AudioError("missing", f"cannot read audio file {p}: {e}") from e
     if _wav_shortfall(data):
-        raise AudioError("truncated", f"audio file {p} is truncated: its wav data chunk lacks "
-                                      f"{_wav_shortfall(data)} bytes; re-export the file")
+        raise AudioError(
+            "truncated",
+            f"audio file {p} is truncated: its wav data chunk lacks "
+            f"{_wav_shortfall(data)} bytes; re-export the file",
+        )
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             declared = f.frames
             sr = f.samplerate
             wave = f.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, EOFError) as e:
-        raise AudioError("corrupt", f"cannot decode audio file {p} (corrupt or truncated): {e}; "
-                                    "re-encode it as wav or flac") from e
+        raise AudioError(
+            "corrupt",
+            f"cannot decode audio file {p} (corrupt or truncated): {e}; re-encode it as wav or flac",
+        ) from e
     # libsndfile returns what it could decode from a cut-off file; a short read means truncation.
     if declared > 0 and wave.shape[0] < declared:
-        raise AudioError("truncated", f"audio file {p} is truncated: header says {declared} frames, "
-                                      f"only {wave.shape[0]} decode")
+        raise AudioError(
+            "truncated",
+            f"audio file {p} is truncated: header says {declared} frames, only {wave.shape[0]} decode",
+        )
     if wave.shape[0] == 0:
         raise AudioError("empty", f"audio file {p} has no samples")
     if not np.all(np.isfinite(wave)):

@@ -56,7 +56,7 @@ class _Crop(grain.transforms.RandomMap):
         start = int(rng.integers(0, frames - self.max_frames + 1)) if frames > self.max_frames else 0
         n = min(frames, self.max_frames)
         cropped = frames > self.max_frames
-        w = wave[start * FRAME16:(start + n) * FRAME16].astype(np.float32) / 32767.0
+        w = wave[start * FRAME16 : (start + n) * FRAME16].astype(np.float32) / 32767.0
         if self.kind == "tokenizer":
             if self._tok is None:
                 self._tok = _text_tokenizer(self._spec)
@@ -65,9 +65,12 @@ class _Crop(grain.transforms.RandomMap):
             tokens[: len(ids)] = ids
             weights = (np.arange(self.text_len) < len(ids)).astype(np.float32)
             return {"wave": w, "text_tokens": tokens, "text_weights": weights}
-        out = {"wave16": w, "mel24": np.asarray(a["mel24"][start * FRAME_MEL:(start + n) * FRAME_MEL], np.float32)}
+        out = {
+            "wave16": w,
+            "mel24": np.asarray(a["mel24"][start * FRAME_MEL : (start + n) * FRAME_MEL], np.float32),
+        }
         if self.use_codes:
-            out["codes"] = np.asarray(a["codes"][start:start + n], np.int32)
+            out["codes"] = np.asarray(a["codes"][start : start + n], np.int32)
         return out
 
 
@@ -80,7 +83,12 @@ def _text_tokenizer(spec: str):
 def _pad_batch(items: list[dict], frames: int) -> dict:
     """Stacks items, zero-padding the time axes to `frames` code frames; adds *_lengths."""
     per_frame = {"wave": FRAME16, "wave16": FRAME16, "mel24": FRAME_MEL, "codes": 1}
-    lengths_key = {"wave": "wave_lengths", "wave16": "wave_lengths", "mel24": "mel_lengths", "codes": "code_lengths"}
+    lengths_key = {
+        "wave": "wave_lengths",
+        "wave16": "wave_lengths",
+        "mel24": "mel_lengths",
+        "codes": "code_lengths",
+    }
     out = {}
     for key in items[0]:
         if key not in per_frame:
@@ -95,8 +103,15 @@ def _pad_batch(items: list[dict], frames: int) -> dict:
     return out
 
 
-def audio_dataset(data_cfg, *, batch_size: int, kind: str = "tokenizer", process_index: int = 0,
-                  process_count: int = 1, split: str = "train") -> grain.IterDataset:
+def audio_dataset(
+    data_cfg,
+    *,
+    batch_size: int,
+    kind: str = "tokenizer",
+    process_index: int = 0,
+    process_count: int = 1,
+    split: str = "train",
+) -> grain.IterDataset:
     """Host-local audio batches for kind 'tokenizer' or 'flow' (dicts in the module docstring)."""
     if kind not in ("tokenizer", "flow"):
         raise ValueError(f"audio_dataset kind must be 'tokenizer' or 'flow', got {kind!r}")
@@ -119,8 +134,10 @@ def audio_dataset(data_cfg, *, batch_size: int, kind: str = "tokenizer", process
     if train:
         ds = ds.shuffle(seed=data_cfg.shuffle_seed).repeat()
     ds = ds[process_index::process_count]
-    ds = ds.random_map(_Crop(kind, buckets[-1], data_cfg.text_tokenizer, acfg.text_len, use_codes),
-                       seed=data_cfg.shuffle_seed)
+    ds = ds.random_map(
+        _Crop(kind, buckets[-1], data_cfg.text_tokenizer, acfg.text_len, use_codes),
+        seed=data_cfg.shuffle_seed,
+    )
 
     def batch_fn(items):
         if acfg.mode == "crop":
@@ -128,8 +145,9 @@ def audio_dataset(data_cfg, *, batch_size: int, kind: str = "tokenizer", process
         longest = max(-(-len(it.get("wave", it.get("wave16"))) // FRAME16) for it in items)
         return _pad_batch(items, next(b for b in buckets if b >= longest))
 
-    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=data_cfg.num_threads,
-                                              prefetch_buffer_size=data_cfg.read_buffer))
+    it = ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=data_cfg.num_threads, prefetch_buffer_size=data_cfg.read_buffer)
+    )
     it = it.batch(batch_size, drop_remainder=train, batch_fn=batch_fn)
     if not train:
         it = it.map(lambda b: pad_rows(b, batch_size))

@@ -5,8 +5,15 @@ from __future__ import annotations
 import ml_collections
 
 # Paper Table 4 (section 3.3.1): LLM pre-training hours per task; the default mixture weights.
-TABLE4_HOURS = {"asr": 185.0, "aqa": 21.0, "s2tt": 15.0, "intlv": 393.0, "tts": 51.0, "itts": 142.0,
-                "audio": 80.0}
+TABLE4_HOURS = {
+    "asr": 185.0,
+    "aqa": 21.0,
+    "s2tt": 15.0,
+    "intlv": 393.0,
+    "tts": 51.0,
+    "itts": 142.0,
+    "audio": 80.0,
+}
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -14,25 +21,25 @@ def default_data_config() -> ml_collections.ConfigDict:
     # 'embedded' = the corpus shipped in bajax/data/corpus (prepared on first use into cache_dir), or the
     # directory written by `bajax prepare` (local path or gs://).
     c.source = "embedded"
-    c.cache_dir = ""                 # where the embedded corpus is prepared; '' = $XDG_CACHE_HOME/bajax
-    c.text_tokenizer = "bytes"       # 'bytes' or the path of a Hugging Face tokenizer.json
+    c.cache_dir = ""  # where the embedded corpus is prepared; '' = $XDG_CACHE_HOME/bajax
+    c.text_tokenizer = "bytes"  # 'bytes' or the path of a Hugging Face tokenizer.json
     c.mixture = ml_collections.ConfigDict(dict(TABLE4_HOURS))  # relative weights; 0 drops a task
-    c.seq_len = 1024                 # packed row length (lm_dataset's seq_len argument wins when given)
-    c.pack_bins = 0                  # first-fit packing bins; 0 = batch_size (more bins pack tighter)
+    c.seq_len = 1024  # packed row length (lm_dataset's seq_len argument wins when given)
+    c.pack_bins = 0  # first-fit packing bins; 0 = batch_size (more bins pack tighter)
     c.shuffle_seed = 0
-    c.num_threads = 2                # Grain read threads for the per-record map stage
-    c.prefetch = 4                   # batches prefetched by a background thread (0 = none)
-    c.read_buffer = 64               # records read ahead by the read threads
-    c.worker_count = 0               # Grain worker processes (0 = in-process; >0 needs absl flags parsed)
+    c.num_threads = 2  # Grain read threads for the per-record map stage
+    c.prefetch = 4  # batches prefetched by a background thread (0 = none)
+    c.read_buffer = 64  # records read ahead by the read threads
+    c.worker_count = 0  # Grain worker processes (0 = in-process; >0 needs absl flags parsed)
     c.worker_buffer_size = 2
     c.train_split = "train"
     c.eval_split = "valid"
     c.audio = ml_collections.ConfigDict()
     c.audio.tasks = ("asr", "aqa", "s2tt", "intlv", "tts", "itts", "audio")  # segments used for audio models
-    c.audio.mode = "crop"            # 'crop': every item cropped/padded to crop_seconds;
-    #                                  'bucket': a batch is padded to the smallest bucket holding its longest item
-    c.audio.crop_seconds = 4.0       # crop length (rounded down to whole 80 ms code frames)
+    c.audio.mode = "crop"  # 'crop': every item cropped/padded to crop_seconds;
+    #                                  'bucket': a batch is padded to the smallest bucket fitting its longest
+    c.audio.crop_seconds = 4.0  # crop length (rounded down to whole 80 ms code frames)
     c.audio.bucket_seconds = (2.0, 4.0, 8.0)  # 'bucket' mode lengths; longer items are cropped to the last
-    c.audio.text_len = 256           # transcript tokens per item for the tokenizer's alignment loss
-    c.audio.require_codes = False    # flow: fail when the shards hold no codes (else the key is absent)
+    c.audio.text_len = 256  # transcript tokens per item for the tokenizer's alignment loss
+    c.audio.require_codes = False  # flow: fail when the shards hold no codes (else the key is absent)
     return c

@@ -1,4 +1,4 @@
-"""Task formats (SPEC section 3, paper Table 4): one prepared sample -> unpacked LM arrays with shifted targets.
+"""Task formats (SPEC section 3, paper Table 4): one prepared sample -> unpacked LM arrays, shifted targets.
 
 Layouts (`[x]` = no loss, `{x}` = loss; A = understanding audio `<audio_start> pad*N <audio_end>`,
 G = generated audio `<audiogen_start> pad*N <audiogen_end>`; every sample ends with `<|endoftext|>`):
@@ -66,8 +66,9 @@ class _Builder:
 
     def audio(self, codes: np.ndarray, *, generated: bool, loss: bool) -> None:
         s = self.special
-        open_id, close_id = ((s["audiogen_start"], s["audiogen_end"]) if generated
-                             else (s["audio_start"], s["audio_end"]))
+        open_id, close_id = (
+            (s["audiogen_start"], s["audiogen_end"]) if generated else (s["audio_start"], s["audio_end"])
+        )
         n = len(codes)
         self.text(np.array([open_id]), loss and generated)
         self.tokens.append(np.full(n, s["audio_pad"], np.int32))
@@ -124,7 +125,8 @@ def format_sample(meta: dict, codes: list[np.ndarray], tokenizer, *, codebook_si
     if task in ("asr", "aqa", "s2tt"):
         target_lang = meta.get("response_language") or lang
         prompt = meta.get("prompt") or DEFAULT_PROMPTS[task].format(
-            language=LANGUAGE_NAMES.get(target_lang, target_lang))
+            language=LANGUAGE_NAMES.get(target_lang, target_lang)
+        )
         b.text(enc(prompt), False)
         b.audio(all_codes, generated=False, loss=False)
         answer = join_texts(texts, lang) if task == "asr" else meta["response"]

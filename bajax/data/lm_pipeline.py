@@ -28,8 +28,10 @@ def task_weights(data_cfg, root, split: str) -> dict[str, float]:
         if w > 0 and sources.shard_paths(root, split, task, "lm"):
             weights[task] = float(w)
     if not weights:
-        raise ValueError(f"no LM shards for the tasks with positive data.mixture weight under {root}/{split}; "
-                         "check data.source and data.mixture")
+        raise ValueError(
+            f"no LM shards for the tasks with positive data.mixture weight under {root}/{split}; "
+            "check data.source and data.mixture"
+        )
     return weights
 
 
@@ -38,8 +40,9 @@ def _decode(record: bytes):
     return meta, [arrays[f"codes_{i}"] for i in range(len(meta["texts"]))]
 
 
-def lm_records(data_cfg, *, process_index: int, process_count: int, split: str = "train",
-               root=None) -> grain.MapDataset:
+def lm_records(
+    data_cfg, *, process_index: int, process_count: int, split: str = "train", root=None
+) -> grain.MapDataset:
     """Decoded (meta, codes) samples of this process, before formatting. Train: shuffled, repeated, mixed;
     other splits: one ordered pass over all tasks."""
     root = root if root is not None else sources.resolve(data_cfg)
@@ -73,8 +76,9 @@ class _Format(grain.transforms.Map):
             spec, vocab, vocab_size = self._args
             self._tok = text_lib.make(spec, vocab=vocab, vocab_size=vocab_size)
         meta, codes = element
-        return formats.format_sample(meta, codes, self._tok, codebook_sizes=self._codebook_sizes,
-                                     seq_len=self._seq_len)
+        return formats.format_sample(
+            meta, codes, self._tok, codebook_sizes=self._codebook_sizes, seq_len=self._seq_len
+        )
 
 
 def _rename(packed: dict) -> dict:
@@ -84,21 +88,36 @@ def _rename(packed: dict) -> dict:
     return out
 
 
-def lm_dataset(data_cfg, *, batch_size: int, seq_len: int | None = None, vocab: str, vocab_size: int,
-               codebook_sizes, process_index: int = 0, process_count: int = 1,
-               split: str = "train") -> grain.IterDataset:
+def lm_dataset(
+    data_cfg,
+    *,
+    batch_size: int,
+    seq_len: int | None = None,
+    vocab: str,
+    vocab_size: int,
+    codebook_sizes,
+    process_index: int = 0,
+    process_count: int = 1,
+    split: str = "train",
+) -> grain.IterDataset:
     """Host-local LM batches `[batch_size, seq_len]` (bajax/lm/batch.py). See the module docstring."""
     seq_len = int(seq_len or data_cfg.seq_len)
     root = sources.resolve(data_cfg)
     sources.check_codebooks(root, codebook_sizes)
     text_lib.make(data_cfg.text_tokenizer, vocab=vocab, vocab_size=vocab_size)  # fail early on a bad spec
-    ds = lm_records(data_cfg, process_index=process_index, process_count=process_count, split=split, root=root)
+    ds = lm_records(
+        data_cfg, process_index=process_index, process_count=process_count, split=split, root=root
+    )
     ds = ds.map(_Format(data_cfg.text_tokenizer, vocab, vocab_size, codebook_sizes, seq_len))
-    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=data_cfg.num_threads,
-                                              prefetch_buffer_size=data_cfg.read_buffer))
+    it = ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=data_cfg.num_threads, prefetch_buffer_size=data_cfg.read_buffer)
+    )
     it = grain.experimental.FirstFitPackIterDataset(
-        it, length_struct={k: seq_len for k in PACKED_KEYS}, num_packing_bins=data_cfg.pack_bins or batch_size,
-        shuffle_bins=False)
+        it,
+        length_struct={k: seq_len for k in PACKED_KEYS},
+        num_packing_bins=data_cfg.pack_bins or batch_size,
+        shuffle_bins=False,
+    )
     it = it.map(_rename).batch(batch_size, drop_remainder=split == data_cfg.train_split)
     if split != data_cfg.train_split:  # the last evaluation batch is padded with empty rows (segment 0)
         it = it.map(lambda b: pad_rows(b, batch_size))
@@ -107,16 +126,21 @@ def lm_dataset(data_cfg, *, batch_size: int, seq_len: int | None = None, vocab: 
 
 def pad_rows(batch: dict, batch_size: int) -> dict:
     """Pads every array of a short final batch with zero rows up to batch_size."""
+
     def pad(x):
         x = np.asarray(x)
         return np.pad(x, [(0, batch_size - len(x))] + [(0, 0)] * (x.ndim - 1)) if len(x) < batch_size else x
+
     return {k: pad(v) for k, v in batch.items()}
 
 
 def _prefetch(it: grain.IterDataset, data_cfg) -> grain.IterDataset:
     if data_cfg.worker_count > 0:
-        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_cfg.worker_count,
-                                                         per_worker_buffer_size=data_cfg.worker_buffer_size))
+        it = it.mp_prefetch(
+            grain.MultiprocessingOptions(
+                num_workers=data_cfg.worker_count, per_worker_buffer_size=data_cfg.worker_buffer_size
+            )
+        )
     if data_cfg.prefetch > 0:
         it = grain.experimental.ThreadPrefetchIterDataset(it, prefetch_buffer_size=data_cfg.prefetch)
     return it

@@ -66,7 +66,9 @@ class Entry:
 def _resolve(path: str, base: str) -> str:
     if "://" in path or path.startswith("/") or not base:
         return path
-    return posixpath.join(base, path) if "://" in base else str(posixpath.normpath(posixpath.join(base, path)))
+    return (
+        posixpath.join(base, path) if "://" in base else str(posixpath.normpath(posixpath.join(base, path)))
+    )
 
 
 def _text(value, where: str) -> str:
@@ -82,9 +84,13 @@ def parse_line(line: str, lineno: int, base_dir: str = "") -> Entry:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
-        raise ManifestError("malformed_json", f"line {lineno}: not valid JSON ({e.msg} at column {e.colno})") from e
+        raise ManifestError(
+            "malformed_json", f"line {lineno}: not valid JSON ({e.msg} at column {e.colno})"
+        ) from e
     if not isinstance(obj, dict):
-        raise ManifestError("malformed_json", f"line {lineno}: expected a JSON object, got {type(obj).__name__}")
+        raise ManifestError(
+            "malformed_json", f"line {lineno}: expected a JSON object, got {type(obj).__name__}"
+        )
     sid = str(obj.get("id", f"line{lineno}"))
     where = f"line {lineno} (id {sid!r})"
     task = obj.get("task")
@@ -114,11 +120,15 @@ def parse_line(line: str, lineno: int, base_dir: str = "") -> Entry:
         if not isinstance(start, (int, float)) or (end is not None and not isinstance(end, (int, float))):
             raise ManifestError("bad_field", f"{where}: segment {i} start/end must be numbers (seconds)")
         if start < 0 or (end is not None and end <= start):
-            raise ManifestError("empty_audio", f"{where}: segment {i} span [{start}, {end}] is empty or negative")
+            raise ManifestError(
+                "empty_audio", f"{where}: segment {i} span [{start}, {end}] is empty or negative"
+            )
         text = _text(seg.get("text"), f"{where}: segment {i} text")
         if task in _TEXT_TASKS and not text:
-            raise ManifestError("empty_text", f"{where}: segment {i} has no text; task {task} needs a "
-                                              "transcript for every segment")
+            raise ManifestError(
+                "empty_text",
+                f"{where}: segment {i} has no text; task {task} needs a transcript for every segment",
+            )
         segments.append(Segment(idx, float(start), None if end is None else float(end), text))
     if task == "intlv" and len(segments) < 2:
         raise ManifestError("bad_field", f"{where}: intlv needs at least 2 segments (audio, text, ...)")
@@ -126,14 +136,22 @@ def parse_line(line: str, lineno: int, base_dir: str = "") -> Entry:
     if task in ("aqa", "s2tt") and not response:
         raise ManifestError("empty_text", f"{where}: task {task} needs a non-empty 'response'")
     language = str(obj.get("language", ""))
-    return Entry(id=sid, task=task, language=language, split=split,
-                 audio=tuple(_resolve(a, base_dir) for a in audio), segments=tuple(segments),
-                 prompt=_text(obj.get("prompt"), f"{where}: prompt"), response=response,
-                 response_language=str(obj.get("response_language", language)), line=lineno)
+    return Entry(
+        id=sid,
+        task=task,
+        language=language,
+        split=split,
+        audio=tuple(_resolve(a, base_dir) for a in audio),
+        segments=tuple(segments),
+        prompt=_text(obj.get("prompt"), f"{where}: prompt"),
+        response=response,
+        response_language=str(obj.get("response_language", language)),
+        line=lineno,
+    )
 
 
 def read(path: str, *, base_dir: str | None = None) -> tuple[list[Entry], list[tuple[str, str]]]:
-    """Reads a manifest: (usable entries, [(reason, message)] of rejected lines). Duplicate ids are rejected."""
+    """Reads a manifest: (usable entries, [(reason, message)] of rejected lines incl. duplicate ids)."""
     from bajax.audio.io import read_bytes  # local import: manifest parsing itself needs no audio stack
 
     if base_dir is None:

@@ -4,7 +4,8 @@ Output directory layout:
     DIR/prepared.json                            format version, codes source (quantiser, codebook sizes)
     DIR/summary.json                             hours and sample counts per split/task, rejections by reason
     DIR/<split>/<task>/shard-00000.lm.array_record     one record per sample: texts + per-segment codes
-    DIR/<split>/<task>/shard-00000.audio.array_record  one record per audio segment: wave16, mel24, codes, text
+    DIR/<split>/<task>/shard-00000.audio.array_record  one record per distinct audio span: wave16, mel24,
+                                                       codes, text
     DIR/<split>/<task>/shard-00000.json          done marker: input hash, counts (written last)
 LM records exist only when an encoder is given (LLM training never decodes audio). Workers (spawned
 processes) decode, check and resample audio; the main process runs `encode_fn` (it may hold a model on an
@@ -45,34 +46,50 @@ def _process_entry(entry: manifest_lib.Entry, max_seconds: float, emit: tuple[bo
         try:
             wave, sr = audio_io.read(entry.audio[idx])
         except audio_io.AudioError as e:
-            raise audio_io.AudioError(e.reason, f"sample {entry.id!r} (manifest line {entry.line}): {e}") from e
+            raise audio_io.AudioError(
+                e.reason, f"sample {entry.id!r} (manifest line {entry.line}): {e}"
+            ) from e
         waves[idx] = (resample(wave, sr, 16000), resample(wave, sr, 24000))
-    total = sum(((s.end if s.end is not None else len(waves[s.audio][0]) / 16000) - s.start)
-                for s in entry.segments)
+    total = sum(
+        ((s.end if s.end is not None else len(waves[s.audio][0]) / 16000) - s.start) for s in entry.segments
+    )
     if total > max_seconds:
-        raise manifest_lib.ManifestError("too_long", f"sample {entry.id!r} (line {entry.line}) has {total:.1f} s "
-                                                     f"of audio, over the limit {max_seconds} s "
-                                                     "(prepare --max-audio-seconds); split it")
+        raise manifest_lib.ManifestError(
+            "too_long",
+            f"sample {entry.id!r} (line {entry.line}) has {total:.1f} s "
+            f"of audio, over the limit {max_seconds} s "
+            "(prepare --max-audio-seconds); split it",
+        )
     segs = []
     for i, s in enumerate(entry.segments):
         w16, w24 = waves[s.audio]
         dur = len(w16) / 16000
         end = dur if s.end is None else s.end
         if end > dur + 0.05:
-            raise manifest_lib.ManifestError("bad_span", f"sample {entry.id!r} (line {entry.line}) segment {i} ends "
-                                                         f"at {end:.2f} s but {entry.audio[s.audio]} lasts {dur:.2f} s")
+            raise manifest_lib.ManifestError(
+                "bad_span",
+                f"sample {entry.id!r} (line {entry.line}) segment {i} ends "
+                f"at {end:.2f} s but {entry.audio[s.audio]} lasts {dur:.2f} s",
+            )
         a16, b16 = round(s.start * 16000), min(round(end * 16000), len(w16))
         a24, b24 = round(s.start * 24000), min(round(end * 24000), len(w24))
         seg16, seg24 = w16[a16:b16], w24[a24:b24]
         if len(seg16) < MIN_SEGMENT_SAMPLES:
-            raise manifest_lib.ManifestError("empty_audio", f"sample {entry.id!r} (line {entry.line}) segment {i} "
-                                                            f"has {len(seg16)} samples (< 80 ms)")
+            raise manifest_lib.ManifestError(
+                "empty_audio",
+                f"sample {entry.id!r} (line {entry.line}) segment {i} has {len(seg16)} samples (< 80 ms)",
+            )
         if not np.any(seg16):
-            raise manifest_lib.ManifestError("empty_audio", f"sample {entry.id!r} (line {entry.line}) segment {i} "
-                                                            "is all zeros")
-        segs.append({"wave16": np.clip(np.round(seg16 * 32767), -32768, 32767).astype(np.int16),
-                     "mel24": mel_lib.flow_mel_24k(seg24).astype(np.float32) if emit[i] else None,
-                     "seconds": len(seg16) / 16000})
+            raise manifest_lib.ManifestError(
+                "empty_audio", f"sample {entry.id!r} (line {entry.line}) segment {i} is all zeros"
+            )
+        segs.append(
+            {
+                "wave16": np.clip(np.round(seg16 * 32767), -32768, 32767).astype(np.int16),
+                "mel24": mel_lib.flow_mel_24k(seg24).astype(np.float32) if emit[i] else None,
+                "seconds": len(seg16) / 16000,
+            }
+        )
     return segs
 
 
@@ -136,9 +153,16 @@ def _finish_shard(base: epath.Path, good, bad, encode_fn, sizes, codes_name, key
                 cache[k] = _encode(encode_fn, s["wave16"], sizes, f"sample {entry.id!r} segment {i}")
             codes.append(cache.get(k))
         texts = [s.text for s in entry.segments]
-        meta = {"id": entry.id, "task": entry.task, "language": entry.language, "texts": texts,
-                "prompt": entry.prompt, "response": entry.response,
-                "response_language": entry.response_language, "quantiser": codes_name}
+        meta = {
+            "id": entry.id,
+            "task": entry.task,
+            "language": entry.language,
+            "texts": texts,
+            "prompt": entry.prompt,
+            "response": entry.response,
+            "response_language": entry.response_language,
+            "quantiser": codes_name,
+        }
         if encode_fn:
             lm_recs.append(records.encode(meta, {f"codes_{i}": c for i, c in enumerate(codes)}))
         for i, s in enumerate(segs):
@@ -149,9 +173,19 @@ def _finish_shard(base: epath.Path, good, bad, encode_fn, sizes, codes_name, key
             arrays = {"wave16": s["wave16"], "mel24": s["mel24"]}
             if encode_fn:
                 arrays["codes"] = codes[i]
-            audio_recs.append(records.encode(
-                {"id": f"{entry.id}/{i}", "sample": entry.id, "task": entry.task, "language": entry.language,
-                 "text": texts[i], "quantiser": codes_name}, arrays))
+            audio_recs.append(
+                records.encode(
+                    {
+                        "id": f"{entry.id}/{i}",
+                        "sample": entry.id,
+                        "task": entry.task,
+                        "language": entry.language,
+                        "text": texts[i],
+                        "quantiser": codes_name,
+                    },
+                    arrays,
+                )
+            )
             counts["audio_records"] += 1
         counts["samples"] += 1
     if encode_fn:
@@ -162,9 +196,18 @@ def _finish_shard(base: epath.Path, good, bad, encode_fn, sizes, codes_name, key
     return marker
 
 
-def prepare(manifest: str, out: str, *, encode_fn=None, codes_name: str | None = None,
-            codebook_sizes=None, workers: int = 2, samples_per_shard: int = 64,
-            max_audio_seconds: float = 120.0, progress: bool = True) -> dict:
+def prepare(
+    manifest: str,
+    out: str,
+    *,
+    encode_fn=None,
+    codes_name: str | None = None,
+    codebook_sizes=None,
+    workers: int = 2,
+    samples_per_shard: int = 64,
+    max_audio_seconds: float = 120.0,
+    progress: bool = True,
+) -> dict:
     """Prepares `manifest` into `out`; returns the summary dict (also written to out/summary.json).
 
     encode_fn: `wave16k float32 [n] -> int [frames, 8]` codes (a tokenizer or the bootstrap quantiser);
@@ -184,15 +227,21 @@ def prepare(manifest: str, out: str, *, encode_fn=None, codes_name: str | None =
     for (split, task), items in sorted(groups.items()):
         (out_dir / split / task).mkdir(parents=True, exist_ok=True)
         for n, start in enumerate(range(0, len(items), samples_per_shard)):
-            chunk = items[start:start + samples_per_shard]
+            chunk = items[start : start + samples_per_shard]
             # A span shared by several samples (one recording as asr, tts, ...) gets one audio record.
             emit = []
             for e in chunk:
                 keys = [segment_key(e, s) for s in e.segments]
                 emit.append(tuple(k not in seen for k in keys))
                 seen.update(keys)
-            jobs.append((out_dir / split / task / f"shard-{n:05d}", chunk, emit,
-                         _shard_hash(chunk, emit, encoder_id, max_audio_seconds)))
+            jobs.append(
+                (
+                    out_dir / split / task / f"shard-{n:05d}",
+                    chunk,
+                    emit,
+                    _shard_hash(chunk, emit, encoder_id, max_audio_seconds),
+                )
+            )
     markers, pending, cache = {}, [], {}
     for base, chunk, emit, key in jobs:
         marker_path = epath.Path(str(base) + ".json")
@@ -204,21 +253,29 @@ def prepare(manifest: str, out: str, *, encode_fn=None, codes_name: str | None =
     if workers > 0 and len(pending) > 1:
         ctx = multiprocessing.get_context("spawn")  # fork after JAX/threads is unsafe
         with cf.ProcessPoolExecutor(min(workers, len(pending)), mp_context=ctx) as pool:
-            futures = {pool.submit(load_shard, chunk, max_audio_seconds, emit): (base, key)
-                       for base, chunk, emit, key in pending}
+            futures = {
+                pool.submit(load_shard, chunk, max_audio_seconds, emit): (base, key)
+                for base, chunk, emit, key in pending
+            }
             for fut in cf.as_completed(futures):
                 base, key = futures[fut]
-                markers[str(base)] = _finish_shard(base, *fut.result(), encode_fn, sizes, codes_name, key, cache)
+                markers[str(base)] = _finish_shard(
+                    base, *fut.result(), encode_fn, sizes, codes_name, key, cache
+                )
                 bar.update(1)
     else:
         for base, chunk, emit, key in pending:
-            markers[str(base)] = _finish_shard(base, *load_shard(chunk, max_audio_seconds, emit), encode_fn,
-                                               sizes, codes_name, key, cache)
+            markers[str(base)] = _finish_shard(
+                base, *load_shard(chunk, max_audio_seconds, emit), encode_fn, sizes, codes_name, key, cache
+            )
             bar.update(1)
     bar.close()
-    info = {"format_version": FORMAT_VERSION,
-            "codes": {"quantiser": codes_name, "codebook_sizes": list(sizes) if sizes else None}
-            if encode_fn else None}
+    info = {
+        "format_version": FORMAT_VERSION,
+        "codes": {"quantiser": codes_name, "codebook_sizes": list(sizes) if sizes else None}
+        if encode_fn
+        else None,
+    }
     (out_dir / "prepared.json").write_text(json.dumps(info, indent=1))
     summary = _summary(markers, manifest_rejects, len(jobs) - len(pending), len(jobs))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False))
@@ -228,8 +285,9 @@ def prepare(manifest: str, out: str, *, encode_fn=None, codes_name: str | None =
 def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="prepare shards", unit="shard", disable=not enabled or total == 0,
-                file=sys.stderr)
+    return tqdm(
+        total=total, desc="prepare shards", unit="shard", disable=not enabled or total == 0, file=sys.stderr
+    )
 
 
 def _summary(markers: dict, manifest_rejects, skipped: int, total: int) -> dict:
@@ -247,9 +305,12 @@ def _summary(markers: dict, manifest_rejects, skipped: int, total: int) -> dict:
         for reason, msg in m["rejected"]:
             rejected[reason] += 1
             examples[reason].append(msg)
-    return {"tasks": dict(sorted(tasks.items())), "rejected": dict(rejected),
-            "rejected_examples": {k: v[:5] for k, v in examples.items()},
-            "shards": {"total": total, "skipped_done": skipped, "written": total - skipped}}
+    return {
+        "tasks": dict(sorted(tasks.items())),
+        "rejected": dict(rejected),
+        "rejected_examples": {k: v[:5] for k, v in examples.items()},
+        "shards": {"total": total, "skipped_done": skipped, "written": total - skipped},
+    }
 
 
 def format_summary(summary: dict) -> str:
@@ -257,11 +318,15 @@ def format_summary(summary: dict) -> str:
     for name, t in summary["tasks"].items():
         lines.append(f"{name:<16}{t['samples']:>9}{t['segments']:>10}{t['hours']:>9.3f}")
     total_h = sum(t["hours"] for t in summary["tasks"].values())
-    lines.append(f"{'total':<16}{sum(t['samples'] for t in summary['tasks'].values()):>9}{'':>10}{total_h:>9.3f}")
+    lines.append(
+        f"{'total':<16}{sum(t['samples'] for t in summary['tasks'].values()):>9}{'':>10}{total_h:>9.3f}"
+    )
     s = summary["shards"]
     lines.append(f"shards: {s['written']} written, {s['skipped_done']} already done (of {s['total']})")
     if summary["rejected"]:
-        lines.append("REJECTED samples by reason: " + ", ".join(f"{k}={v}" for k, v in summary["rejected"].items()))
+        lines.append(
+            "REJECTED samples by reason: " + ", ".join(f"{k}={v}" for k, v in summary["rejected"].items())
+        )
         for reason, msgs in summary["rejected_examples"].items():
             lines.extend(f"  [{reason}] {m}" for m in msgs)
     else:
@@ -280,28 +345,43 @@ def load_encoder(path: str):
     try:
         from bajax.tokenizer.encode import load_encode_fn  # provided by the tokenizer issue
     except ImportError as e:
-        raise SystemExit(f"--tokenizer {path}: loading tokenizer checkpoints is not available yet in this "
-                         "version; pass a bootstrap quantiser .npz or call prepare(encode_fn=...)") from e
+        raise SystemExit(
+            f"--tokenizer {path}: loading tokenizer checkpoints is not available yet in this "
+            "version; pass a bootstrap quantiser .npz or call prepare(encode_fn=...)"
+        ) from e
     return load_encode_fn(path)
 
 
 def add_prepare_args(parser) -> None:
     parser.add_argument("--manifest", required=True, help="JSONL manifest (schema: bajax/data/manifest.py)")
     parser.add_argument("--out", required=True, help="output directory for the ArrayRecord shards")
-    parser.add_argument("--tokenizer", default=None,
-                        help="tokenizer checkpoint (or bootstrap quantiser .npz) to pre-compute 8-codebook codes")
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenizer checkpoint (or bootstrap quantiser .npz) to pre-compute 8-codebook codes",
+    )
     parser.add_argument("--workers", type=int, default=2, help="audio decoding processes (0 = in-process)")
     parser.add_argument("--samples-per-shard", type=int, default=64)
-    parser.add_argument("--max-audio-seconds", type=float, default=120.0,
-                        help="samples with more audio than this are rejected")
+    parser.add_argument(
+        "--max-audio-seconds",
+        type=float,
+        default=120.0,
+        help="samples with more audio than this are rejected",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run_prepare(args) -> dict:
     encode_fn = load_encoder(args.tokenizer) if args.tokenizer else None
-    summary = prepare(args.manifest, args.out, encode_fn=encode_fn, workers=args.workers,
-                      samples_per_shard=args.samples_per_shard, max_audio_seconds=args.max_audio_seconds,
-                      progress=not args.no_progress)
+    summary = prepare(
+        args.manifest,
+        args.out,
+        encode_fn=encode_fn,
+        workers=args.workers,
+        samples_per_shard=args.samples_per_shard,
+        max_audio_seconds=args.max_audio_seconds,
+        progress=not args.no_progress,
+    )
     print(format_summary(summary))
     return summary
 

@@ -28,9 +28,9 @@ def encode(meta: dict, arrays: dict[str, np.ndarray] | None = None) -> bytes:
 def decode(record: bytes) -> tuple[dict, dict[str, np.ndarray]]:
     """Inverse of `encode`: (meta, arrays). Arrays are read-only views of the record bytes."""
     n = int.from_bytes(record[:4], "little")
-    header = json.loads(record[4:4 + n].decode("utf-8"))
-    body = memoryview(record)[4 + n:]
+    header = json.loads(record[4 : 4 + n].decode("utf-8"))
+    body = memoryview(record)[4 + n :]
     arrays = {}
     for name, (dtype, shape, offset, nbytes) in header["arrays"].items():
-        arrays[name] = np.frombuffer(body[offset:offset + nbytes], dtype=np.dtype(dtype)).reshape(shape)
+        arrays[name] = np.frombuffer(body[offset : offset + nbytes], dtype=np.dtype(dtype)).reshape(shape)
     return header["meta"], arrays

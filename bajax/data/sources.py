@@ -37,15 +37,22 @@ def prepare_embedded(cache_dir: str = "", *, workers: int = 2, progress: bool = 
     src = corpus_dir()
     manifest = src / CORPUS_MANIFEST
     if not manifest.exists():
-        raise FileNotFoundError(f"the embedded corpus is missing ({manifest}); reinstall bajax or run "
-                                "scripts/make_corpus.py, or set data.source to a prepared directory")
+        raise FileNotFoundError(
+            f"the embedded corpus is missing ({manifest}); reinstall bajax or run "
+            "scripts/make_corpus.py, or set data.source to a prepared directory"
+        )
     qbytes = (src / CORPUS_QUANTISER).read_bytes()
     key = hashlib.sha256(manifest.read_bytes() + qbytes).hexdigest()[:16]
     out = _cache_root(cache_dir) / f"corpus-{key}"
     if (out / "summary.json").exists():
         return out
-    prepare_lib.prepare(str(manifest), str(out), encode_fn=BootstrapQuantiser.from_bytes(qbytes),
-                        workers=workers, progress=progress)
+    prepare_lib.prepare(
+        str(manifest),
+        str(out),
+        encode_fn=BootstrapQuantiser.from_bytes(qbytes),
+        workers=workers,
+        progress=progress,
+    )
     return out
 
 
@@ -55,8 +62,10 @@ def resolve(data_cfg) -> epath.Path:
         return prepare_embedded(data_cfg.cache_dir)
     root = epath.Path(data_cfg.source)
     if not (root / "prepared.json").exists():
-        raise FileNotFoundError(f"data.source={data_cfg.source!r} has no prepared.json; run "
-                                f"`bajax prepare --manifest M.jsonl --out {data_cfg.source}` first")
+        raise FileNotFoundError(
+            f"data.source={data_cfg.source!r} has no prepared.json; run "
+            f"`bajax prepare --manifest M.jsonl --out {data_cfg.source}` first"
+        )
     return root
 
 
@@ -76,13 +85,17 @@ def check_codebooks(root: epath.Path, codebook_sizes) -> None:
     """Raises a clear error unless the shards hold codes made for the model's codebook sizes."""
     codes = info(root).get("codes")
     if not codes:
-        raise ValueError(f"{root} was prepared without codes; the LM needs them: re-run `bajax prepare "
-                         "--tokenizer CKPT` (or use data.source='embedded')")
+        raise ValueError(
+            f"{root} was prepared without codes; the LM needs them: re-run `bajax prepare "
+            "--tokenizer CKPT` (or use data.source='embedded')"
+        )
     want, have = [int(s) for s in codebook_sizes], codes["codebook_sizes"]
     if want != have:
-        raise ValueError(f"codebook sizes differ: the model config has {want} but {root} holds codes of "
-                         f"{codes['quantiser']!r} with sizes {have}; set the model's codebook_sizes to {have} "
-                         "or re-prepare the data with a matching tokenizer")
+        raise ValueError(
+            f"codebook sizes differ: the model config has {want} but {root} holds codes of "
+            f"{codes['quantiser']!r} with sizes {have}; set the model's codebook_sizes to {have} "
+            "or re-prepare the data with a matching tokenizer"
+        )
 
 
 TASKS = manifest_lib.TASKS

@@ -27,8 +27,10 @@ class FakeEncoder:
 def tone(seconds: float, freq: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
     t = np.arange(int(seconds * sr)) / sr
     rng = np.random.default_rng(seed)
-    return (0.3 * np.sin(2 * np.pi * freq * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
-            + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+    return (
+        0.3 * np.sin(2 * np.pi * freq * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+        + 0.01 * rng.standard_normal(len(t))
+    ).astype(np.float32)
 
 
 def write_manifest(root: str, *, per_task: int = 3, valid: int = 1, seg_seconds=(0.6, 0.9, 0.7)) -> str:
@@ -39,12 +41,18 @@ def write_manifest(root: str, *, per_task: int = 3, valid: int = 1, seg_seconds=
         for j in range(per_task + valid):
             k += 1
             n = 3 if task in ("intlv", "itts") else 1
-            durs = seg_seconds[:n] if n > 1 else seg_seconds[j % len(seg_seconds):][:1]
+            durs = seg_seconds[:n] if n > 1 else seg_seconds[j % len(seg_seconds) :][:1]
             waves, segs, t = [], [], 0.0
             for i, d in enumerate(durs):
                 waves += [tone(d, 200 + 40 * i + 7 * k, seed=k), np.zeros(1600, np.float32)]
-                segs.append({"audio": 0, "start": round(t, 4), "end": round(t + d, 4),
-                             "text": f"{task} sample {j} part {i}."})
+                segs.append(
+                    {
+                        "audio": 0,
+                        "start": round(t, 4),
+                        "end": round(t + d, 4),
+                        "text": f"{task} sample {j} part {i}.",
+                    }
+                )
                 t += d + 0.1
             sr = 22050 if k % 2 else 16000  # exercise resampling
             wave = np.concatenate(waves)
@@ -54,8 +62,14 @@ def write_manifest(root: str, *, per_task: int = 3, valid: int = 1, seg_seconds=
                 wave = resample(wave, 16000, sr)
             name = f"audio/{task}-{j}.{'wav' if k % 3 else 'flac'}"
             audio_io.write(f"{root}/{name}", wave, sr)
-            row = {"id": f"{task}-{j}", "task": task, "language": "en", "audio": name, "segments": segs,
-                   "split": "valid" if j >= per_task else "train"}
+            row = {
+                "id": f"{task}-{j}",
+                "task": task,
+                "language": "en",
+                "audio": name,
+                "segments": segs,
+                "split": "valid" if j >= per_task else "train",
+            }
             if task in ("aqa", "s2tt"):
                 row["response"] = f"answer {j}"
             lines.append(json.dumps(row))

@@ -48,8 +48,10 @@ class HFTokenizer:
         try:
             self._tok = tokenizers.Tokenizer.from_str(read_bytes(path).decode("utf-8"))
         except FileNotFoundError as e:
-            raise FileNotFoundError(f"data.text_tokenizer: tokenizer file {path} not found; give the path "
-                                    "to a Hugging Face tokenizer.json or 'bytes'") from e
+            raise FileNotFoundError(
+                f"data.text_tokenizer: tokenizer file {path} not found; give the path "
+                "to a Hugging Face tokenizer.json or 'bytes'"
+            ) from e
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
         self.special, missing = {}, []
         for name in special_tokens.NAMES:
@@ -59,8 +61,10 @@ class HFTokenizer:
             else:
                 self.special[name] = tid
         if missing:
-            raise ValueError(f"tokenizer {path} lacks the special tokens {missing}; add them with "
-                             "`tokenizer.add_special_tokens([...])` and save it again")
+            raise ValueError(
+                f"tokenizer {path} lacks the special tokens {missing}; add them with "
+                "`tokenizer.add_special_tokens([...])` and save it again"
+            )
 
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int32)
@@ -76,14 +80,20 @@ def make(spec: str, *, vocab: str, vocab_size: int):
     """
     if spec == "bytes":
         if vocab != "bytes":
-            raise ValueError(f"data.text_tokenizer='bytes' needs model.vocab='bytes', got {vocab!r}; "
-                             "set data.text_tokenizer to the path of the model's tokenizer.json")
+            raise ValueError(
+                f"data.text_tokenizer='bytes' needs model.vocab='bytes', got {vocab!r}; "
+                "set data.text_tokenizer to the path of the model's tokenizer.json"
+            )
         return ByteTokenizer(vocab_size)
     tok = HFTokenizer(spec)
     if tok.vocab_size > vocab_size:
-        raise ValueError(f"tokenizer {spec} has {tok.vocab_size} ids but the model vocab_size is {vocab_size}")
+        raise ValueError(
+            f"tokenizer {spec} has {tok.vocab_size} ids but the model vocab_size is {vocab_size}"
+        )
     if vocab == "qwen" and tok.special != special_tokens.QWEN_IDS:
         bad = {k: v for k, v in tok.special.items() if special_tokens.QWEN_IDS[k] != v}
-        raise ValueError(f"tokenizer {spec} special-token ids {bad} differ from the Qwen ids the model "
-                         "(model.vocab='qwen') expects")
+        raise ValueError(
+            f"tokenizer {spec} special-token ids {bad} differ from the Qwen ids the model "
+            "(model.vocab='qwen') expects"
+        )
     return tok
