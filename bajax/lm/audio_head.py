@@ -15,8 +15,9 @@ biases are off unless `ffn_bias=True` (config `audio_head_ffn_bias`); an exporte
 After the layers: RMSNorm `headnorm`, then heads[k] = Linear(h, cb_k + 1) with bias; column cb_k is
 end-of-audio, which only codebook 0 may emit (`mask_end_of_audio`).
 
-All B*T frames run at once: the head sees [N, 8, H] with N = B*T, and the per-position FFN is one batched
-einsum over the depth axis.
+All B*T frames run at once, depth-major: activations are [8, N, H] with N = B*T, so the per-position FFN
+is one batched matmul whose batch axis (depth) leads on both operands (no transposes; about 2x faster on
+CPU than frame-major), and heads[k] reads the contiguous slice x[k].
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from bajax.layers.norms import RMSNorm
 from bajax.layers.stack import Stack
 
 DEPTH = 8
+NEG_INF = -1e30  # finite: masked scores vanish after softmax without inf arithmetic
 
 
 class DepthFFN(nnx.Module):
@@ -51,16 +53,16 @@ class DepthFFN(nnx.Module):
                       if use_bias else None)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        """x [N, n, H] with n <= depth positions; position k uses weight set k."""
-        n = x.shape[1]
+        """x [n, N, H] (depth-major) with n <= depth positions; position k uses weight set k."""
+        n = x.shape[0]
         x = x.astype(self.dtype)
-        y = jnp.einsum("nkh,khf->nkf", x, self.linear1[:n].astype(self.dtype))
+        y = jnp.einsum("knh,khf->knf", x, self.linear1[:n].astype(self.dtype))
         if self.bias1 is not None:
-            y = y + self.bias1[:n].astype(self.dtype)
+            y = y + self.bias1[:n, None].astype(self.dtype)
         y = jax.nn.gelu(y, approximate=False)
-        y = jnp.einsum("nkf,kfh->nkh", y, self.linear2[:n].astype(self.dtype))
+        y = jnp.einsum("knf,kfh->knh", y, self.linear2[:n].astype(self.dtype))
         if self.bias2 is not None:
-            y = y + self.bias2[:n].astype(self.dtype)
+            y = y + self.bias2[:n, None].astype(self.dtype)
         return y
 
 
@@ -75,8 +77,18 @@ class AudioHeadLayer(nnx.Module):
         self.layernorm2 = RMSNorm(hidden, eps=eps)
         self.ffn = DepthFFN(hidden, DEPTH, use_bias=ffn_bias, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
-        r = x + self.self_attention(self.layernorm1(x), mask)
+    def attend(self, x: jax.Array, causal: jax.Array) -> jax.Array:
+        """Causal MHA over the depth axis of x [n, N, H], with the Attention module's projections."""
+        attn = self.self_attention
+        q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)  # [n, N, heads, d]
+        q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
+        scores = jnp.einsum("qnhd,knhd->nhqk", q, k, preferred_element_type=jnp.float32)
+        scores = jnp.where(causal, scores, NEG_INF)
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        return attn.o_proj(jnp.einsum("nhqk,knhd->qnhd", probs, v))
+
+    def __call__(self, x: jax.Array, causal: jax.Array) -> jax.Array:
+        r = x + self.attend(self.layernorm1(x), causal)
         r = self.layernorm2(r)
         return r + self.ffn(r)
 
@@ -98,14 +110,14 @@ class AudioHead(nnx.Module):
 
     def depth_inputs(self, h: jax.Array, codes: jax.Array, tables: Sequence[Embedding],
                      num_positions: int = DEPTH) -> jax.Array:
-        """[N, n, H]: h, then running sums of the code embeddings E_j(c_j) for j < k."""
+        """[n, N, H] (depth-major): h, then running sums of the code embeddings E_j(c_j) for j < k."""
         x = [h.astype(self.dtype)]
         total = None
         for j in range(num_positions - 1):
             e = tables[j](codes[:, j]).astype(self.dtype)
             total = e if total is None else total + e
             x.append(total)
-        return jnp.stack(x, axis=1)
+        return jnp.stack(x, axis=0)
 
     def __call__(self, h: jax.Array, codes: jax.Array, tables: Sequence[Embedding],
                  num_positions: int = DEPTH) -> list[jax.Array]:
@@ -115,10 +127,10 @@ class AudioHead(nnx.Module):
         are read, so sampling can pass zeros for codes not drawn yet).
         """
         x = self.depth_inputs(h, codes, tables, num_positions)
-        causal = jnp.tril(jnp.ones((num_positions, num_positions), bool))[None]  # broadcast over N
+        causal = jnp.tril(jnp.ones((num_positions, num_positions), bool))  # [query, key]
         x, _ = self.transformer_layers.scan(lambda layer, c, _: (layer(c, causal), None), x)
         x = self.headnorm(x)
-        return [self.heads[k](x[:, k]) for k in range(num_positions)]
+        return [self.heads[k](x[k]) for k in range(num_positions)]
 
 
 def mask_end_of_audio(logits: Sequence[jax.Array]) -> list[jax.Array]:
