@@ -10,7 +10,7 @@ from bajax import sharding
 from bajax.lm import batch as lm_batch
 from bajax.lm import flops, generate, hf_qwen2, special_tokens
 from bajax.lm.config import default_model_config
-from bajax.lm.losses import lm_loss
+from bajax.lm.losses import lm_loss, loss_totals
 from bajax.lm.model import AudioLLM
 
 CODEBOOKS = (16, 12, 8, 8, 8, 8, 8, 8)
@@ -147,6 +147,17 @@ def test_loss_matches_manual_cross_entropy(model):
     np.testing.assert_allclose(m["audio_loss"], audio, rtol=1e-5)
     np.testing.assert_allclose(loss, 0.5 * text + 2.0 * audio, rtol=1e-5)
     assert {f"audio_acc_{k}" for k in range(8)} <= set(m) and {f"audio_loss_{k}" for k in range(8)} <= set(m)
+
+
+def test_loss_is_additive_over_micro_batches(model):
+    """With the full batch's totals, micro-batch losses and metrics sum to the full-batch values."""
+    batch = make_batch(tiny_cfg(), b=4, seed=6)
+    totals = loss_totals(batch)
+    loss, m = lm_loss(model, batch)
+    halves = [lm_loss(model, {k: v[i:i + 2] for k, v in batch.items()}, totals) for i in (0, 2)]
+    np.testing.assert_allclose(halves[0][0] + halves[1][0], loss, rtol=1e-5)
+    for key in ("text_loss", "audio_loss", "audio_acc_3", "audio_loss_0", "text_tokens"):
+        np.testing.assert_allclose(halves[0][1][key] + halves[1][1][key], m[key], rtol=1e-5, err_msg=key)
 
 
 def test_all_zero_weights_give_finite_loss_and_grads(model):
