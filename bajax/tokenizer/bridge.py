@@ -96,10 +96,10 @@ class Bridge(nnx.Module):
         out = self.proj_decoder(jnp.where(mask[..., None], mixed, 0.0))
         return constrain(out, ("batch", "length", "embed")), mask, codes, metrics
 
-    def encode(self, x: jax.Array, enc_lengths: jax.Array, n_layers: int | None = None):
-        """Greedy codes [B, T', n] (-1 at padding) and their mask."""
+    def encode(self, x: jax.Array, enc_lengths: jax.Array, n_layers: int | None = None, norms=None):
+        """Greedy codes [B, T', n] (-1 at padding) and their mask; `norms`: see ResidualVQ.codebook_norms."""
         res, mask = self.features(x, enc_lengths)
-        return self.rvq.encode(res, mask, n_layers), mask
+        return self.rvq.encode(res, mask, n_layers, norms), mask
 
     def decode(self, codes: jax.Array) -> jax.Array:
         """Codes [B, T', m] (m <= n, -1 = padding) -> decoder input [B, T', d]."""
