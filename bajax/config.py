@@ -189,7 +189,7 @@ def validate(cfg: ConfigDict) -> None:
     reference = defaults(kind)
 
     def walk(node, ref, where):
-        for key in node.keys():
+        for key in node:
             if key not in ref:
                 raise ConfigError(_valid_keys_message(ref, key, where))
             value, want = node[key], ref[key]

@@ -173,3 +173,16 @@ def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
         return x
     spec = logical_to_spec(axes, None, mesh.axis_names)
     return jax.lax.with_sharding_constraint(x, spec)
+
+
+def to_global(batch: dict, mesh: jax.sharding.Mesh, rules=None) -> dict:
+    """Host-local numpy rows -> global jax.Arrays split on the leading axis over the mesh axes of the
+    logical 'batch' axis. Every process passes its own rows; the global batch is their concatenation in
+    process order (`jax.make_array_from_process_local_data`), so it is multi-host safe."""
+
+    def one(x):
+        x = np.asarray(x)
+        spec = logical_to_spec(("batch",) + (None,) * (x.ndim - 1), rules, mesh.axis_names)
+        return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), x)
+
+    return {k: one(v) for k, v in batch.items()}

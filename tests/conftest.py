@@ -6,11 +6,20 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import importlib.util  # noqa: E402
+import tempfile  # noqa: E402
 
 import absl.flags  # noqa: E402
+import jax  # noqa: E402
 import pytest  # noqa: E402
 
 absl.flags.FLAGS.mark_as_parsed()
+
+# Many tests compile the same tiny programs (model init, train steps) again; a persistent compilation
+# cache shared by the xdist workers turns the repeats into cache hits.
+jax.config.update("jax_compilation_cache_dir", os.environ.get(
+    "BAJAX_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "bajax-test-jax-cache")))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -46,13 +47,19 @@ def prepare_embedded(cache_dir: str = "", *, workers: int = 2, progress: bool = 
     out = _cache_root(cache_dir) / f"corpus-{key}"
     if (out / "summary.json").exists():
         return out
-    prepare_lib.prepare(
-        str(manifest),
-        str(out),
-        encode_fn=BootstrapQuantiser.from_bytes(qbytes),
-        workers=workers,
-        progress=progress,
-    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Several processes (pytest-xdist workers, the hosts of a pod sharing a disk) may start at once: one
+    # prepares, the others wait on the lock and then find the finished directory.
+    with open(f"{out}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "summary.json").exists():
+            prepare_lib.prepare(
+                str(manifest),
+                str(out),
+                encode_fn=BootstrapQuantiser.from_bytes(qbytes),
+                workers=workers,
+                progress=progress,
+            )
     return out
 
 

@@ -13,7 +13,7 @@ prefix ending at t, so packing can restart every segment without the model knowi
 | segment_ids    | int32   | [B, T]      | 1, 2, ... per packed sample; 0 marks padding. Attention stays in a segment |
 | text_targets   | int32   | [B, T]      | next text id predicted at t |
 | text_weights   | float32 | [B, T]      | loss weight of text_targets (0 = no loss) |
-| audio_targets  | int32   | [B, T, 8]   | codes of the next frame predicted at t; codebook 0 = cb_0 means end-of-audio |
+| audio_targets  | int32   | [B, T, 8]   | next frame's codes; codebook 0 = cb_0 means end-of-audio |
 | audio_weights  | float32 | [B, T, 8]   | loss weight per codebook (an end-of-audio target weighs codebook 0 only) |
 
 `audio_targets` also feed the depth transformer of the audio head (teacher forcing); targets under a zero

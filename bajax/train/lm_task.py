@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 
 from bajax.lm import flops as lm_flops
-from bajax.lm.losses import lm_loss
+from bajax.lm.losses import lm_loss, loss_totals
 from bajax.lm.model import AudioLLM
 from bajax.train.task import Task
 
@@ -16,12 +15,6 @@ STAGES = {
     "stage1": {"train_only": (r"audio_embed/.*", r"audio_head/.*")},
     "stage2": {"freeze": (r"embed_tokens/.*", r"lm_head/.*")},
 }
-
-
-def loss_totals(batch: dict) -> dict:
-    """Normalisers of the whole global batch: text weight sum and audio weight sum per codebook."""
-    return {"text": jnp.sum(batch["text_weights"].astype(jnp.float32)),
-            "audio_per_codebook": jnp.sum(batch["audio_weights"].astype(jnp.float32), axis=(0, 1))}
 
 
 def loss_fn(model, batch, rng, totals):

@@ -35,8 +35,8 @@ def table_peak(device_kind: str) -> float | None:
 @functools.cache
 def cpu_matmul_peak(n: int = 1024, repeats: int = 8) -> float:
     """Measured fp32 matmul FLOP/s of this host (all cores), the best of a few runs."""
-    x = jnp.ones((n, n), jnp.float32)
-    f = jax.jit(lambda a: a @ a, device=jax.local_devices(backend="cpu")[0])
+    x = jax.device_put(jnp.ones((n, n), jnp.float32), jax.local_devices(backend="cpu")[0])
+    f = jax.jit(lambda a: a @ a)
     f(x).block_until_ready()
     best = float("inf")
     for _ in range(repeats):

@@ -39,10 +39,6 @@ def state_shardings(abstract_state, mesh: jax.sharding.Mesh):
     return jax.tree.map(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def batch_sharding(mesh: jax.sharding.Mesh, ndim: int = 1) -> NamedSharding:
-    """Batches are split along their leading axis over the mesh axes of the logical 'batch' axis."""
-    return sharding.named(mesh, BATCH_AXES + (None,) * (ndim - 1))
-
 
 def _micro_batches(batch: dict, k: int) -> dict:
     """[B, ...] -> [k, B/k, ...] taking rows i, i+k, i+2k, ... into micro-batch i, so every micro-batch

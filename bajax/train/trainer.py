@@ -23,7 +23,7 @@ from ml_collections import ConfigDict
 from bajax import sharding
 from bajax.train import checkpoint, freeze, optim, peak
 from bajax.train.metrics import MetricsWriter, StepTimer
-from bajax.train.step import batch_sharding, init_state, make_train_step, state_shardings
+from bajax.train.step import init_state, make_train_step, state_shardings
 from bajax.train.task import get_task
 
 
@@ -54,12 +54,6 @@ class _StopSignal:
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
-
-
-def to_global(batch: dict, mesh: jax.sharding.Mesh) -> dict:
-    """Host-local numpy rows -> global jax.Arrays split over the batch mesh axes (multi-host safe)."""
-    return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), np.asarray(v))
-            for k, v in batch.items()}
 
 
 class Trainer:
@@ -94,8 +88,11 @@ class Trainer:
 
     # -- state ------------------------------------------------------------------------------------------
     def abstract_with_shardings(self):
-        return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                            self.abstract_state, self.state_shardings)
+        def attach(sh, subtree):  # a sharding leaf covers one Variable (or one plain array)
+            return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), subtree)
+
+        return jax.tree.map(attach, self.state_shardings, self.abstract_state,
+                            is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
 
     def fresh_state(self):
         """A new state created inside jit, so every parameter is born on its shards."""
@@ -131,6 +128,7 @@ class Trainer:
         writer = MetricsWriter(str(self.workdir), tensorboard=cfg.metrics.tensorboard,
                                enabled=None if not quiet else False)
         written: list[dict] = []
+        peak_total = peak.device_peak(cfg.metrics.peak_flops) * jax.device_count()  # probe outside the mesh
         with self.scope(), _StopSignal() as stop:
             data_iter = iter(self.dataset("train"))
             latest = ckpt.latest_step()
@@ -148,14 +146,13 @@ class Trainer:
                       f"{dict(self.mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} devices",
                       flush=True)
             flops = self.task.flops_per_step(cfg)
-            peak_total = peak.device_peak(cfg.metrics.peak_flops) * jax.device_count()
             timer = StepTimer()
             preempted = False
             end = cfg.train.steps if stop_after is None else min(stop_after, cfg.train.steps)
             while step < end:
                 local = next(data_iter)
                 unit, count = self.task.work_units(local)
-                state, metrics = step_fn(state, to_global(local, self.mesh))
+                state, metrics = step_fn(state, sharding.to_global(local, self.mesh))
                 step += 1
                 dt = timer.lap()
                 if step % max(cfg.metrics.log_every, 1) == 0 or step == end:
