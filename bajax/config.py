@@ -122,8 +122,9 @@ def _explain(e: Exception) -> str:
 def _valid_keys_message(node: ConfigDict, key: str, where: str) -> str:
     keys = sorted(node.keys())
     close = difflib.get_close_matches(key, keys, n=1)
-    hint = f" Did you mean {where}{close[0]!r}?" if close else ""
-    return f"unknown config key {where}{key!r}.{hint} Valid keys{' of ' + where.rstrip('.') if where else ''}: {keys}"
+    hint = f" Did you mean '{where}{close[0]}'?" if close else ""
+    section = f" of '{where.rstrip('.')}'" if where else ""
+    return f"unknown config key '{where}{key}'.{hint} Valid keys{section}: {', '.join(keys)}"
 
 
 def _parse_value(text: str, current, key: str):

@@ -1,0 +1,45 @@
+"""`bajax train`: train any of the three models from a config; the same command resumes."""
+
+from __future__ import annotations
+
+import sys
+
+
+def add_config_args(parser) -> None:
+    """--config path.py[:arg] (overrides come as --config.a.b=value, split off by bajax.cli)."""
+    parser.add_argument("--config", required=True, help="config file, optionally with an argument: path.py[:arg]")
+    parser.set_defaults(accepts_overrides=True)
+
+
+def load_config_or_exit(args, overrides, command: str):
+    from bajax.config import ConfigError, load
+
+    try:
+        return load(args.config, overrides)
+    except ConfigError as e:
+        print(f"bajax {command}: {e}", file=sys.stderr)
+        return None
+
+
+def run(args, overrides) -> int:
+    cfg = load_config_or_exit(args, overrides, "train")
+    if cfg is None:
+        return 2
+    from bajax.train.trainer import train
+
+    result = train(cfg, args.workdir, stop_after=args.stop_after)
+    note = " (stopped early; run the same command again to resume)" if result.step < cfg.train.steps else ""
+    print(f"done: step {result.step} of {cfg.train.steps} in {args.workdir}{note}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a model (tokenizer, audio LLM or flow decoder) from a config",
+                       description="Train from a config; run the same command again to resume. Override any "
+                                   "config key with --config.section.key=value.")
+    add_config_args(p)
+    p.add_argument("--workdir", required=True, help="directory (local or gs://) for checkpoints and metrics")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="save a checkpoint and exit after this step (a later run resumes)")
+    p.add_argument("--cpu-devices", type=int, default=0, help="fake this many CPU devices (to try meshes)")
+    p.set_defaults(func=run)
