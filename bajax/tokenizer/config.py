@@ -45,8 +45,17 @@ def default_model_config() -> ConfigDict:
     m.decoder_heads = 4
     m.decoder_ffn = 256
     m.decoder_kernel = 3
+    m.decoder_stride = 2              # dconv2: 50 Hz -> 100 Hz (dconv1's stride is `pool`)
     m.decoder_positions = 3000
     m.n_target_mels = 80
     m.refine_channels = (64, 64, 64, 64)   # full: (256, 256, 256, 256)
     m.refine_kernel = 5
+    # Frame grids: coarse mel at sample_rate / mel_hop (100 Hz), target at target_sample_rate / target_hop.
+    m.sample_rate = 16000
+    m.mel_hop = 160
+    m.target_sample_rate = 16000
+    m.target_hop = 256
+    # True: GroupNorm statistics, refine convs and resampling span the padded batch as in the reference;
+    # False: per utterance (batch-invariant decoding). Identical for a single unpadded utterance.
+    m.decoder_reference_padding = True
     return m
