@@ -58,4 +58,19 @@ def default_model_config() -> ConfigDict:
     # True: GroupNorm statistics, refine convs and resampling span the padded batch as in the reference;
     # False: per utterance (batch-invariant decoding). Identical for a single unpadded utterance.
     m.decoder_reference_padding = True
+
+    # Losses (paper eq. 1-3): reconstruction on coarse and refined mel, multi-scale, commitment, alignment.
+    m.loss = ConfigDict()
+    m.loss.coarse_weight = 1.0
+    m.loss.refined_weight = 1.0
+    m.loss.l1_weight = 1.0
+    m.loss.l2_weight = 1.0
+    m.loss.multiscale_weight = 1.0    # the time-pooled terms (lambda1's multi-scale part)
+    m.loss.scales = (2, 4)            # time pooling factors of the multi-scale mel loss
+    m.loss.align_weight = 0.0         # text-alignment loss through a frozen LM (lambda2); not implemented yet
+    m.loss.commit = ConfigDict()      # commitment weight lambda3, ramped like model.replace
+    m.loss.commit.start = 0.25
+    m.loss.commit.end = 0.25
+    m.loss.commit.begin = 0
+    m.loss.commit.steps = 0
     return m
