@@ -22,9 +22,22 @@ def load_config_or_exit(args, overrides, command: str):
 
 
 def run(args, overrides) -> int:
+    from bajax.train import distributed
+
+    # Before anything touches a JAX backend: a multi-host job must join into one runtime first.
+    try:
+        layout = distributed.initialize_from_args(args)
+    except distributed.DistributedError as e:
+        print(f"bajax train: {e}", file=sys.stderr)
+        return 2
     cfg = load_config_or_exit(args, overrides, "train")
     if cfg is None:
         return 2
+    if layout.multi:
+        import jax
+
+        print(f"bajax train: {layout.describe()}; {jax.local_device_count()} local of {jax.device_count()} "
+              "devices", flush=True)
     from bajax.train.trainer import train
 
     result = train(cfg, args.workdir, stop_after=args.stop_after)
@@ -42,4 +55,7 @@ def register(sub) -> None:
     p.add_argument("--stop-after", type=int, default=None,
                    help="save a checkpoint and exit after this step (a later run resumes)")
     p.add_argument("--cpu-devices", type=int, default=0, help="fake this many CPU devices (to try meshes)")
+    from bajax.train import distributed
+
+    distributed.add_args(p)
     p.set_defaults(func=run)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
-from pathlib import Path
 
 import jax
 import numpy as np
+from etils import epath
 from flax import nnx
 from ml_collections import ConfigDict
 
@@ -35,13 +35,23 @@ class RunResult:
 
 
 class _StopSignal:
-    """Turns SIGTERM (TPU maintenance, SLURM time limit) into a flag checked at step boundaries."""
+    """Turns SIGTERM (TPU maintenance, SLURM time limit) into a stop at a step boundary.
+
+    One process: a Python handler sets a flag. Several processes: the signal may reach only some of them,
+    or reach them at different steps, and a process that stops alone would leave the others hanging in the
+    next step's collectives. So there JAX's preemption service (started by `jax.distributed.initialize`,
+    which catches SIGTERM itself) agrees on one step for all: `reached_preemption_sync_point(step)` turns
+    True on every process at the same step. Installing a Python handler would replace JAX's, so we don't.
+    """
 
     def __init__(self):
         self.requested = False
         self._previous = None
+        self._multi = jax.process_count() > 1
 
     def __enter__(self):
+        if self._multi:
+            return self
         try:
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread (e.g. a notebook worker): no handler, no flag
@@ -50,6 +60,14 @@ class _StopSignal:
 
     def _handle(self, signum, frame):
         self.requested = True
+
+    def should_stop(self, step: int) -> bool:
+        """Called by every process after every step (the multi-process protocol requires each step)."""
+        if self._multi:
+            from jax.experimental import multihost_utils
+
+            self.requested = multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
 
     def __exit__(self, *exc):
         if self._previous is not None:
@@ -61,7 +79,7 @@ class Trainer:
 
     def __init__(self, cfg: ConfigDict, workdir: str, *, devices=None):
         self.cfg = cfg
-        self.workdir = Path(workdir)
+        self.workdir = epath.Path(workdir)  # local or gs://
         self.task = get_task(cfg.kind)
         self.mesh = sharding.make_mesh(dict(cfg.mesh), devices)
         self.rules = sharding.normalize_rules(cfg.sharding.rules)
@@ -120,6 +138,7 @@ class Trainer:
     # -- loop -------------------------------------------------------------------------------------------
     def run(self, *, stop_after: int | None = None, quiet: bool = False) -> RunResult:
         cfg = self.cfg
+        say = not quiet and jax.process_index() == 0  # every process runs this loop; one speaks
         self.workdir.mkdir(parents=True, exist_ok=True)
         if jax.process_index() == 0:
             (self.workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
@@ -133,14 +152,20 @@ class Trainer:
             data_iter = iter(self.dataset("train"))
             latest = ckpt.latest_step()
             if latest is not None:
-                state = ckpt.restore(latest, self.abstract_with_shardings(), data_iter)
-                if not quiet:
+                same_layout = _data_state_exists(ckpt.directory, latest)
+                state = ckpt.restore(latest, self.abstract_with_shardings(), data_iter if same_layout else None)
+                if say:
                     print(f"resumed from step {latest} in {ckpt.directory}", flush=True)
+                    if not same_layout:
+                        print(f"WARNING: the data iterator of step {latest} was saved by a different number of "
+                              f"processes than this run's {jax.process_count()}; each process's shard of the "
+                              "data differs now, so the data stream restarts from its beginning (the model and "
+                              "optimizer state resume exactly)", flush=True)
             else:
                 state = self.fresh_state()
             step_fn = self.compiled_step()
             step = int(jax.device_get(state["step"]))
-            if not quiet and step == 0:
+            if say and step == 0:
                 n_train, n_all = self.num_trainable()
                 print(f"{cfg.kind}: {n_all / 1e6:.2f}M parameters, {n_train / 1e6:.2f}M trainable; mesh "
                       f"{dict(self.mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} devices",
@@ -162,7 +187,7 @@ class Trainer:
                     writer.write_late(step, metrics, host)
                     written.append({"step": step, "metrics": metrics, "host": host})
                 ckpt.save(step, state, data_iter)
-                if stop.requested:
+                if stop.should_stop(step):
                     preempted = True
                     break
             if ckpt.latest_step() != step:
@@ -171,9 +196,16 @@ class Trainer:
             writer.close()
         records = [{"step": w["step"], **{k: float(np.asarray(v)) for k, v in jax.device_get(w["metrics"]).items()},
                     **w["host"]} for w in written]
-        if preempted and not quiet:
+        if preempted and say:
             print(json.dumps({"preempted_at_step": step, "checkpoint": str(ckpt.directory)}), flush=True)
         return RunResult(step=step, metrics=records, preempted=preempted)
+
+
+def _data_state_exists(ckpt_dir, step: int) -> bool:
+    """Whether step's checkpoint holds a data-iterator state for THIS process layout (Grain names the file
+    process_I-of-N.json), i.e. whether the data stream can resume exactly."""
+    path = epath.Path(ckpt_dir) / str(step) / "data_iter"
+    return (path / f"process_{jax.process_index()}-of-{jax.process_count()}.json").exists() or not path.exists()
 
 
 def train(cfg: ConfigDict, workdir: str, *, stop_after: int | None = None, quiet: bool = False,
