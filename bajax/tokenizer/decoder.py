@@ -146,6 +146,16 @@ class AudioDecoder(nnx.Module):
         x = xp.asarray(len100).astype(xp.float32) * xp.float32(hop) / xp.float32(sr)
         return (x * xp.float32(target_sr) / xp.float32(target_hop)).astype(xp.int32)
 
+    def hidden(self, x: jax.Array, lengths: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """`hidden_states_before_dconv2` [B, 4L - 1, d] (zeros past each length) and its lengths: the flow
+        decoder's conditioning, without computing the mels."""
+        h, len50 = self.dconv1(x, lengths, reference_padding=self.reference_padding)
+        table = self.positional_embedding[...]
+        if h.shape[1] > table.shape[0]:
+            raise ValueError(f"decoder sequence of {h.shape[1]} frames exceeds its {table.shape[0]} "
+                             "positions; decode shorter chunks or raise model.decoder_positions")
+        return self.transformer(h.astype(jnp.float32) + table[: h.shape[1]], _valid(len50, h.shape[1])), len50
+
     def __call__(self, x: jax.Array, lengths: jax.Array, target_lengths: jax.Array | None = None,
                  target_frames: int | None = None) -> dict[str, jax.Array]:
         """x [B, L, d] decoder input at the code rate (zeros past `lengths`).
@@ -155,12 +165,7 @@ class AudioDecoder(nnx.Module):
         target grid), mel_lengths, hidden_states_before_dconv2 [B, 4L - 1, d], lengths_before_dconv2.
         """
         rp = self.reference_padding
-        h, len50 = self.dconv1(x, lengths, reference_padding=rp)
-        table = self.positional_embedding[...]
-        if h.shape[1] > table.shape[0]:
-            raise ValueError(f"decoder sequence of {h.shape[1]} frames exceeds its {table.shape[0]} "
-                             "positions; decode shorter chunks or raise model.decoder_positions")
-        hidden = self.transformer(h.astype(jnp.float32) + table[: h.shape[1]], _valid(len50, h.shape[1]))
+        hidden, len50 = self.hidden(x, lengths)
         coarse, len100 = self.dconv2(hidden, len50, reference_padding=rp)
         if target_lengths is None:
             target_lengths = self.target_lengths(len100)

@@ -113,3 +113,10 @@ def loss_totals(wave_lengths, m) -> dict:
     frames = jnp.minimum(wave_lengths // m.target_hop, codes * m.pool * 2 * m.mel_hop // m.target_hop)
     return {"frames": jnp.maximum(jnp.sum(frames).astype(jnp.float32), 1.0),
             "code_frames": jnp.maximum(jnp.sum(codes).astype(jnp.float32), 1.0)}
+
+
+def load_frozen_decoder(run_dir: str):
+    """See `bajax.tokenizer.encode.load_frozen_decoder` (here for `bajax.flow.conditioning`)."""
+    from bajax.tokenizer.encode import load_frozen_decoder as load
+
+    return load(run_dir)
