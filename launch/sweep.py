@@ -1,0 +1,116 @@
+"""One training job per member of a sweep, on this machine, a TPU pod or a SLURM cluster.
+
+    python launch/sweep.py configs/sweeps/rvq_layers.py --root gs://BUCKET/sweeps/rvq [--launcher local]
+    python launch/sweep.py SWEEP --root /shared/sweeps/x --launcher slurm [--dry-run] [-- sbatch options]
+    python launch/sweep.py SWEEP --root gs://B/x --launcher tpu [--dry-run] -- --tpu NAME --zone ZONE
+
+A sweep file is a Python module with
+    CONFIG = "configs/tokenizer/base.py"          # the config every member starts from (--config overrides)
+    def get_sweep() -> list[tuple[str, list[str]]]: # (member name, config overrides "a.b=value")
+Each member trains in ROOT/NAME with `--config.a.b=value` overrides, so re-running the sweep resumes every
+member where it stopped. Launchers: local runs the members one after another here; tpu runs them one after
+another on one pod (launch/tpu_pod.sh); slurm submits one job per member (launch/gpu_slurm.sbatch).
+--dry-run prints the exact commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
+
+
+def load_sweep(path: str) -> tuple[str | None, list[tuple[str, list[str]]]]:
+    """(default config, members) of a sweep file; raises ValueError naming what is wrong."""
+    spec = importlib.util.spec_from_file_location(f"_bajax_sweep_{Path(path).stem}", path)
+    if spec is None or not Path(path).is_file():
+        raise ValueError(f"sweep file {path!r} not found")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_sweep"):
+        raise ValueError(f"{path} has no get_sweep() returning [(name, [overrides]), ...]")
+    members, seen = [], set()
+    for entry in module.get_sweep():
+        name, overrides = entry
+        if not NAME_RE.match(name) or name in seen:
+            raise ValueError(f"{path}: member name {name!r} must be unique and a plain file name")
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ValueError(f"{path}: member {name!r} has overrides without '=': {bad} (write 'a.b=value')")
+        seen.add(name)
+        members.append((name, [o.removeprefix("--config.") for o in overrides]))
+    if not members:
+        raise ValueError(f"{path}: get_sweep() returned no members")
+    return getattr(module, "CONFIG", None), members
+
+
+def member_command(launcher: str, config: str, workdir: str, overrides: list[str], extra: list[str],
+                   python: str = sys.executable) -> list[str]:
+    """The exact command that trains one member."""
+    flags = [f"--config.{o}" for o in overrides]
+    if launcher == "local":
+        return [python, "-m", "bajax.cli", "train", "--config", config, "--workdir", workdir, *flags, *extra]
+    if launcher == "tpu":
+        return ["bash", str(HERE / "tpu_pod.sh"), *extra, "--config", config, "--workdir", workdir, "--", *flags]
+    if launcher == "slurm":
+        name = Path(workdir).name
+        return ["sbatch", f"--job-name=bajax-{name}", *extra, str(HERE / "gpu_slurm.sbatch"), config, workdir,
+                *flags]
+    raise ValueError(f"launcher {launcher!r}: choose local, tpu or slurm")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep", help="a configs/sweeps/*.py file")
+    parser.add_argument("--root", required=True, help="parent of the members' workdirs (ROOT/NAME)")
+    parser.add_argument("--config", default=None, help="config to sweep (default: the sweep file's CONFIG)")
+    parser.add_argument("--launcher", choices=("local", "tpu", "slurm"), default="local")
+    parser.add_argument("--only", default="", help="comma-separated member names to run")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    args = parser.parse_args(argv)
+    try:
+        default_config, members = load_sweep(args.sweep)
+    except ValueError as e:
+        print(f"sweep: {e}", file=sys.stderr)
+        return 2
+    config = args.config or default_config
+    if not config:
+        print(f"sweep: {args.sweep} sets no CONFIG; pass --config", file=sys.stderr)
+        return 2
+    if not Path(config.partition(":")[0]).is_file() and not args.dry_run:
+        print(f"sweep: config {config!r} not found", file=sys.stderr)
+        return 2
+    only = set(filter(None, args.only.split(",")))
+    unknown = only - {n for n, _ in members}
+    if unknown:
+        print(f"sweep: --only names {sorted(unknown)} are not members: {[n for n, _ in members]}", file=sys.stderr)
+        return 2
+    root = args.root.rstrip("/")
+    print(f"# sweep {args.sweep}: {len(members)} members of {config} under {root}/, launcher {args.launcher}")
+    for name, overrides in members:
+        if only and name not in only:
+            continue
+        cmd = member_command(args.launcher, config, f"{root}/{name}", overrides, extra)
+        print(shlex.join(cmd), flush=True)
+        if not args.dry_run:
+            code = subprocess.run(cmd).returncode
+            if code:
+                print(f"sweep: member {name} failed with exit code {code}", file=sys.stderr)
+                return code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
