@@ -12,7 +12,6 @@ from flax import nnx
 from bajax.audio.mel import flow_mel_24k
 from bajax.flow import conditioning
 from bajax.flow.config import default_model_config
-from bajax.flow.model import FlowDecoder
 from bajax.train import flow_task
 
 CORPUS = Path(__file__).resolve().parents[1] / "bajax" / "data" / "corpus" / "audio"
