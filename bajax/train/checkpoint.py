@@ -6,7 +6,7 @@ on 8 devices resumes on 1 (or on another pod slice). Saves are asynchronous; `cl
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import grain
 import jax
@@ -14,9 +14,14 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 
+def absolute(directory: str) -> epath.Path:
+    """Orbax wants absolute paths: local relative paths are resolved, gs:// and other URLs are kept."""
+    return epath.Path(directory if "://" in str(directory) else os.path.abspath(directory))
+
+
 class Checkpointer:
     def __init__(self, directory: str, *, every: int, keep: int, async_save: bool = True):
-        self.directory = epath.Path(directory)
+        self.directory = absolute(directory)
         self.every = every
         self.manager = ocp.CheckpointManager(
             self.directory,
@@ -59,8 +64,7 @@ def restore_params(directory: str, abstract_model_state, step: int | None = None
     """Only the model parameters of another run's checkpoint (e.g. stage 1 -> stage 2, or an HF import),
     restored onto the shardings of `abstract_model_state`. Variables absent from the checkpoint keep nothing:
     every key of the target must exist there."""
-    path = Path(directory)
-    mngr = ocp.CheckpointManager(epath.Path(path), options=ocp.CheckpointManagerOptions(create=False))
+    mngr = ocp.CheckpointManager(absolute(directory), options=ocp.CheckpointManagerOptions(create=False))
     step = mngr.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"train.init_from={directory!r} holds no checkpoint step")

@@ -16,9 +16,19 @@ import numpy as np
 
 
 class MetricsWriter:
-    def __init__(self, workdir: str, *, tensorboard: bool = True, enabled: bool | None = None):
+    """Writes the metrics of logged step N when step N+log_every is logged (or at `flush`).
+
+    Fetching step N's values then waits for step N only, which finished long ago, so the host keeps
+    dispatching ahead of the device. The same wait is the clock: the time between two such syncs covers
+    exactly the steps in between, so `step_time`, throughput and MFU are device-true averages over the
+    logging interval (the first interval includes compilation and is not timed).
+    """
+
+    def __init__(self, workdir: str, *, tensorboard: bool = True, enabled: bool | None = None,
+                 flops_per_step: float = 0.0, peak_flops: float = 0.0, unit: str = "tokens"):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self.path = Path(workdir) / "metrics.jsonl"
+        self.flops_per_step, self.peak_flops, self.unit = flops_per_step, peak_flops, unit
         self._tb = None
         if self.enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -26,35 +36,45 @@ class MetricsWriter:
                 from tensorboardX import SummaryWriter
 
                 self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
-        self._pending: tuple[int, dict, dict] | None = None
+        self._pending: tuple[int, dict, float] | None = None
+        self._last_sync: tuple[int, float, float] | None = None  # (step, wall time, cumulative units)
+        self.records: list[dict] = []
 
-    def write_late(self, step: int, device_metrics: dict, host_metrics: dict) -> None:
-        """Queues step's metrics and writes the previously queued ones (which are ready by now)."""
-        previous, self._pending = self._pending, (step, device_metrics, host_metrics)
+    def add(self, step: int, device_metrics: dict, cumulative_units: float) -> None:
+        """Queues step's metrics (device arrays) and writes the previously queued step's."""
+        previous, self._pending = self._pending, (step, device_metrics, cumulative_units)
         if previous is not None:
-            self.write(*previous)
+            self._write(*previous)
 
     def flush(self) -> None:
         if self._pending is not None:
-            self.write(*self._pending)
+            self._write(*self._pending)
             self._pending = None
         if self._tb is not None:
             self._tb.flush()
 
-    def write(self, step: int, device_metrics: dict, host_metrics: dict) -> dict:
+    def _write(self, step: int, device_metrics: dict, units: float) -> None:
         values = {k: float(np.asarray(v)) for k, v in jax.device_get(device_metrics).items()}
-        values.update(host_metrics)
+        now = time.perf_counter()  # step `step` has finished: device_get waited for it
+        if self._last_sync is not None and step > self._last_sync[0]:
+            last_step, last_time, last_units = self._last_sync
+            dt = (now - last_time) / (step - last_step)
+            values["step_time"] = dt
+            values[f"{self.unit}_per_sec"] = (units - last_units) / (now - last_time)
+            if self.peak_flops > 0:
+                values["mfu"] = self.flops_per_step / dt / self.peak_flops
+        self._last_sync = (step, now, units)
         record = {"step": step, **values}
+        self.records.append(record)
         if not self.enabled:
-            return record
+            return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self._tb is not None:
             for k, v in values.items():
-                if isinstance(v, (int, float)) and math.isfinite(v):
+                if math.isfinite(v):
                     self._tb.add_scalar(k, v, step)
         print(format_line(record), flush=True)
-        return record
 
     def close(self) -> None:
         self.flush()
@@ -80,17 +100,3 @@ def read_jsonl(path: str | Path) -> list[dict]:
     if not p.exists():
         return []
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-
-
-class StepTimer:
-    """Wall time between consecutive step boundaries (dispatch-to-dispatch, which equals device time in a
-    steady state because dispatch blocks once the device queue is full)."""
-
-    def __init__(self):
-        self._last = None
-
-    def lap(self) -> float:
-        now = time.perf_counter()
-        dt = 0.0 if self._last is None else now - self._last
-        self._last = now
-        return dt
