@@ -22,7 +22,7 @@ from ml_collections import ConfigDict
 
 from bajax import sharding
 from bajax.train import checkpoint, freeze, optim, peak
-from bajax.train.metrics import MetricsWriter, StepTimer
+from bajax.train.metrics import MetricsWriter
 from bajax.train.step import init_state, make_train_step, state_shardings
 from bajax.train.task import get_task
 
@@ -144,10 +144,10 @@ class Trainer:
             (self.workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
         ckpt = checkpoint.Checkpointer(str(self.workdir / "checkpoints"), every=cfg.checkpoint.every,
                                        keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
-        writer = MetricsWriter(str(self.workdir), tensorboard=cfg.metrics.tensorboard,
-                               enabled=None if not quiet else False)
-        written: list[dict] = []
         peak_total = peak.device_peak(cfg.metrics.peak_flops) * jax.device_count()  # probe outside the mesh
+        writer = MetricsWriter(str(self.workdir), tensorboard=cfg.metrics.tensorboard,
+                               enabled=None if not quiet else False, flops_per_step=self.task.flops_per_step(cfg),
+                               peak_flops=peak_total)
         with self.scope(), _StopSignal() as stop:
             data_iter = iter(self.dataset("train"))
             latest = ckpt.latest_step()
@@ -170,22 +170,17 @@ class Trainer:
                 print(f"{cfg.kind}: {n_all / 1e6:.2f}M parameters, {n_train / 1e6:.2f}M trainable; mesh "
                       f"{dict(self.mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} devices",
                       flush=True)
-            flops = self.task.flops_per_step(cfg)
-            timer = StepTimer()
+            units = 0.0
             preempted = False
             end = cfg.train.steps if stop_after is None else min(stop_after, cfg.train.steps)
             while step < end:
                 local = next(data_iter)
-                unit, count = self.task.work_units(local)
+                writer.unit, count = self.task.work_units(local)
+                units += count * jax.process_count()  # every process holds the same number of rows
                 state, metrics = step_fn(state, sharding.to_global(local, self.mesh))
                 step += 1
-                dt = timer.lap()
                 if step % max(cfg.metrics.log_every, 1) == 0 or step == end:
-                    # dt is dispatch-to-dispatch; the first step of a process has no previous boundary (0).
-                    host = {"step_time": dt, f"{unit}_per_sec": count * jax.process_count() / dt if dt else 0.0,
-                            "mfu": flops / dt / peak_total if dt and peak_total else 0.0}
-                    writer.write_late(step, metrics, host)
-                    written.append({"step": step, "metrics": metrics, "host": host})
+                    writer.add(step, metrics, units)
                 ckpt.save(step, state, data_iter)
                 if stop.should_stop(step):
                     preempted = True
@@ -194,11 +189,9 @@ class Trainer:
                 ckpt.save(step, state, data_iter, force=True)
             ckpt.close()
             writer.close()
-        records = [{"step": w["step"], **{k: float(np.asarray(v)) for k, v in jax.device_get(w["metrics"]).items()},
-                    **w["host"]} for w in written]
         if preempted and say:
             print(json.dumps({"preempted_at_step": step, "checkpoint": str(ckpt.directory)}), flush=True)
-        return RunResult(step=step, metrics=records, preempted=preempted)
+        return RunResult(step=step, metrics=writer.records, preempted=preempted)
 
 
 def _data_state_exists(ckpt_dir, step: int) -> bool:
