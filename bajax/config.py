@@ -54,8 +54,8 @@ def base_config() -> ConfigDict:
     c.train.train_only = ()              # if set: only parameters matching one of these regexes train
     c.train.stage = ""                   # named preset of freeze rules (the LM has 'stage1', 'stage2')
     c.train.init_from = ""               # checkpoint dir whose params initialise a NEW run (e.g. stage 1 -> 2)
-    c.train.eval_every = 0
-    c.train.eval_batches = 4
+    c.train.eval_every = 0               # evaluate on data.eval_split every N steps and at the end (0 = never)
+    c.train.eval_batches = 4             # batches per evaluation (0 = the whole held-out split)
 
     c.checkpoint = ConfigDict()
     c.checkpoint.every = 200

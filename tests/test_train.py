@@ -120,6 +120,15 @@ def test_stop_and_resume_gives_the_same_losses(tmp_path):
     np.testing.assert_array_equal(resumed, [m["loss"] for m in full.metrics])
 
 
+def test_periodic_evaluation_on_held_out_split(tmp_path):
+    result = train(tiny("train.steps=4", "train.eval_every=2", "train.eval_batches=2", "metrics.log_every=3"),
+                   str(tmp_path), quiet=True)
+    evaluated = [m for m in result.metrics if "eval_loss" in m]
+    assert [m["step"] for m in evaluated] == [2, 4]
+    assert all(np.isfinite(m["eval_loss"]) and m["eval_text_loss"] > 0 for m in evaluated)
+    assert evaluated[0]["eval_loss"] != evaluated[1]["eval_loss"]
+
+
 def test_init_from_stage1_checkpoint(tmp_path):
     s1 = tiny("train.steps=2", stage="stage1")
     train(s1, str(tmp_path / "s1"), quiet=True)

@@ -132,6 +132,34 @@ class Trainer:
         return jax.jit(step, in_shardings=(self.state_shardings, None), out_shardings=(self.state_shardings, None),
                        donate_argnums=0)
 
+    def compiled_eval(self):
+        """Jitted `(state, batch) -> metrics` of the loss on held-out data (no gradients, no updates;
+        stochastic parts such as RVQ Gumbel sampling see a fixed key)."""
+        task, graphdef = self.task, self.graphdef
+
+        def evaluate(state, batch):
+            model = nnx.merge(graphdef, state["model"])
+            loss, metrics = task.loss_fn(model, batch, jax.random.key(0), task.loss_totals(batch))
+            return {**metrics, "loss": loss}
+
+        return jax.jit(evaluate, in_shardings=(self.state_shardings, None))
+
+    def evaluate(self, state, eval_fn=None) -> dict[str, float]:
+        """Mean metrics over `train.eval_batches` batches (0 = all) of the held-out split, prefixed `eval_`."""
+        eval_fn = eval_fn or self.compiled_eval()
+        sums: dict[str, float] = {}
+        n = 0
+        for batch in self.dataset(self.cfg.data.eval_split):
+            metrics = jax.device_get(eval_fn(state, sharding.to_global(batch, self.mesh)))
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n += 1
+            if n == self.cfg.train.eval_batches:
+                break
+        if n == 0:
+            raise ValueError(f"data.eval_split={self.cfg.data.eval_split!r} yielded no batch to evaluate on")
+        return {f"eval_{k}": v / n for k, v in sums.items()}
+
     def dataset(self, split: str = "train"):
         return self.task.make_dataset(self.cfg, jax.process_index(), jax.process_count(), split)
 
@@ -171,6 +199,7 @@ class Trainer:
                       f"{dict(self.mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} devices",
                       flush=True)
             units = 0.0
+            eval_fn = None
             preempted = False
             end = cfg.train.steps if stop_after is None else min(stop_after, cfg.train.steps)
             while step < end:
@@ -179,7 +208,11 @@ class Trainer:
                 units += count * jax.process_count()  # every process holds the same number of rows
                 state, metrics = step_fn(state, sharding.to_global(local, self.mesh))
                 step += 1
-                if step % max(cfg.metrics.log_every, 1) == 0 or step == end:
+                evaluated = bool(cfg.train.eval_every) and (step % cfg.train.eval_every == 0 or step == end)
+                if evaluated:
+                    eval_fn = eval_fn or self.compiled_eval()
+                    metrics = {**metrics, **self.evaluate(state, eval_fn)}
+                if evaluated or step % max(cfg.metrics.log_every, 1) == 0 or step == end:
                     writer.add(step, metrics, units)
                 ckpt.save(step, state, data_iter)
                 if stop.should_stop(step):
