@@ -90,3 +90,33 @@ def test_tiny_flow_decoder_overfits_one_utterance(utterance):
     after = mae(model)
     print(f"overfit: MAE {before:.3f} -> {after:.3f}")
     assert after <= 0.5 * before, (before, after)
+
+
+def test_paper_setting_conditions_on_the_frozen_tokenizer_decoder(tmp_path):
+    """cond_source='tokenizer': codes -> frozen decoder hidden states (4L - 1 frames) -> Pre-Net -> loss."""
+    from bajax import config as config_lib
+    from bajax.tokenizer.model import Tokenizer
+    from bajax.train.checkpoint import Checkpointer
+
+    tcfg = config_lib.defaults("tokenizer")
+    tok = Tokenizer(tcfg.model, rngs=nnx.Rngs(3))
+    (tmp_path / "config.json").write_text(tcfg.to_json_best_effort(indent=2))
+    ckpt = Checkpointer(str(tmp_path / "checkpoints"), every=1, keep=1, async_save=False)
+    ckpt.save(1, {"step": jnp.int32(1), "model": nnx.state(tok), "opt": {}}, force=True)
+    ckpt.close()
+
+    model = _model(cond_source="tokenizer", cond_dim=tcfg.model.d_model, tokenizer_checkpoint=str(tmp_path))
+    sizes = tcfg.model.rvq.codebook_sizes
+    r = np.random.default_rng(0)
+    codes = np.stack([r.integers(0, s, size=(2, 5)) for s in sizes], axis=-1).astype(np.int32)
+    batch = {"codes": jnp.asarray(codes), "code_lengths": jnp.array([5, 3]),
+             "mel24": jnp.asarray(r.normal(size=(2, 20, 80)) - 4.0, jnp.float32), "mel_lengths": jnp.array([20, 12])}
+    cond, cond_lengths = conditioning.conditioner("tokenizer", str(tmp_path))(batch)
+    assert cond.shape[-1] == tcfg.model.d_model and cond_lengths.tolist() == [19, 11]   # 4L - 1 at 50 Hz
+    totals = flow_task.loss_totals(batch)
+    (loss, metrics), grads = nnx.value_and_grad(
+        lambda m: flow_task.loss_fn(m, batch, jax.random.key(0), totals), has_aux=True)(model)
+    assert np.isfinite(float(loss)) and float(metrics["prior_mae"]) > 0
+    assert float(jnp.abs(grads["prenet"]["in_proj"]["kernel"][...]).sum()) > 0
+    with pytest.raises(ValueError, match="needs codes"):
+        conditioning.conditioner("tokenizer", str(tmp_path))({"mel24": batch["mel24"]})
