@@ -69,5 +69,4 @@ def work_units(batch: dict) -> tuple[str, float]:
 
 
 TASK = Task(name="flow", build_model=build_model, loss_fn=loss_fn, loss_totals=loss_totals,
-            make_dataset=make_dataset, flops_per_step=flops_per_step, work_units=work_units,
-            stages={"prenet_only": {"train_only": (r"prenet/.*",)}})
+            make_dataset=make_dataset, flops_per_step=flops_per_step, work_units=work_units)
