@@ -158,3 +158,22 @@ def test_every_param_has_known_logical_axes(model):
     # Whisper convention in the Pre-Net: no k bias; q and v have one.
     attn = nnx.state(model.prenet.layers)["layers"]["self_attn"]
     assert "bias" not in attn["k_proj"] and "bias" in attn["q_proj"] and "bias" in attn["v_proj"]
+
+
+def test_analytic_flops_match_xla_cost_analysis():
+    """bajax/flow/flops.py counts matmuls and convolutions only; XLA adds the elementwise ops on top."""
+    from bajax.flow import flops
+
+    c = _cfg(channels=128, ffn=512, heads=4, head_dim=32, time_hidden=512, chunk=50, scan_layers=False,
+             prenet_hidden=128, prenet_ffn=512)
+    graphdef, state = nnx.split(FlowDecoder(c, rngs=nnx.Rngs(0)))
+    t = 200
+    x, valid, lengths = jnp.zeros((1, t, 80)), jnp.ones((1, t), bool), jnp.array([t])
+
+    def xla_flops(fn):
+        return jax.jit(fn).lower(state, x).compile().cost_analysis()["flops"]
+
+    est = xla_flops(lambda s, x: nnx.merge(graphdef, s).estimator(x, x, jnp.array([0.5]), valid))
+    pre = xla_flops(lambda s, x: nnx.merge(graphdef, s).prior(x, lengths, lengths, t))
+    assert 1.0 <= est / flops.estimator_flops(c, t) <= 1.12
+    assert 1.0 <= pre / flops.prenet_flops(c, t) <= 1.12
