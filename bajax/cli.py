@@ -19,6 +19,7 @@ import sys
 COMMANDS = (
     ("train", "bajax.train.cli"),
     ("prepare", "bajax.data.cli"),
+    ("plan", "bajax.train.plan_cli"),
 )
 
 

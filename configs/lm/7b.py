@@ -4,6 +4,11 @@ Real runs start from Qwen2.5-7B weights (`bajax import-hf`) and train in two sta
 
   bajax train --config configs/lm/7b.py:stage1 --workdir gs://BUCKET/lm7b_s1 --config.train.init_from=CKPT
   bajax train --config configs/lm/7b.py:stage2 --workdir gs://BUCKET/lm7b_s2 --config.train.init_from=gs://BUCKET/lm7b_s1/checkpoints
+
+Check that the recipe fits a slice before renting it, and launch it on every worker of the pod:
+
+  bajax plan --config configs/lm/7b.py:stage2 --topology v5p-256
+  launch/tpu_pod.sh --tpu NAME --zone ZONE --type v5p-256 --config configs/lm/7b.py:stage1 --workdir gs://BUCKET/lm7b_s1
 """
 
 from bajax.config import defaults
@@ -26,13 +31,24 @@ def get_config(stage: str = "stage1"):
     m.audio_head_layers = 3
     m.audio_head_heads = 28           # 3584 / 128
     m.dtype = "bfloat16"
+    # Pod recipe, checked with `bajax plan --config configs/lm/7b.py --topology v5p-256` (launch/README.md):
+    # pure FSDP over the whole slice (each chip holds 1/N of parameters and Adam moments, gathered per layer),
+    # batch over data x fsdp, full rematerialisation so only each layer's input is kept for the backward pass.
     m.remat = "full"
-    c.mesh.data = -1
-    c.mesh.fsdp = 1
+    c.mesh.data = 1
+    c.mesh.fsdp = -1                  # fill: 128 chips of v5p-256, 64 GPUs of h100x64, ...
+    c.mesh.tensor = 1
     c.train.stage = stage
     c.train.steps = 50000
-    c.train.batch_size = 256
-    c.optim.lr = 1e-4 if stage == "stage1" else 2e-5
-    c.optim.warmup_steps = 1000
+    c.train.batch_size = 256          # packed rows per step: 256 x 4096 = 1.05M tokens
+    c.train.grad_accum = 1            # 2 rows per chip on 128 chips; raise it on smaller slices
     c.data.seq_len = 4096
+    # Stage 1 trains only the audio embeddings and head (fresh, higher lr); stage 2 everything but the text
+    # embedding and LM head, gently, to keep the text ability of the Qwen2.5 initialisation.
+    c.optim.lr = 1e-4 if stage == "stage1" else 2e-5
+    c.optim.end_lr_ratio = 0.1
+    c.optim.warmup_steps = 1000 if stage == "stage1" else 2000
+    c.checkpoint.every = 1000
+    c.checkpoint.keep = 3
+    c.metrics.log_every = 50
     return c

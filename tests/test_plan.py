@@ -1,0 +1,92 @@
+"""`bajax plan`: topologies, the 7B parameter layout on v5p-256 against its golden file, a compiled plan on
+fake devices, the does-not-fit verdict with its knobs, and (opt-in) the full 7B AOT compile for v5p-256.
+
+Regenerate the golden layout after an intended change of rules or model:
+    BAJAX_UPDATE_GOLDEN=1 pytest tests/test_plan.py -k golden
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bajax.config import load
+from bajax.train import plan
+
+ROOT = Path(__file__).resolve().parents[1]
+LM7B = str(ROOT / "configs" / "lm" / "7b.py")
+TINY = str(ROOT / "configs" / "lm" / "tiny.py")
+GOLDEN = ROOT / "tests" / "golden" / "lm7b_v5p-256_layout.txt"
+
+
+def run_plan(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bajax.cli", "plan", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=1800)
+
+
+def test_topologies():
+    v5p = plan.parse_topology("v5p-256")            # slice names count TensorCores: 2 per v5p chip
+    assert (v5p.devices, v5p.hosts, v5p.accel.hbm_bytes) == (128, 32, 95e9)
+    assert (plan.parse_topology("v5e-256").devices, plan.parse_topology("v5e-256").accel.hbm_bytes) == (256, 16e9)
+    assert plan.parse_topology("v6e-256").hosts == 64
+    h100 = plan.parse_topology("h100x64")
+    assert (h100.devices, h100.hosts, h100.accel.hbm_bytes) == (64, 8, 80e9)
+    with pytest.raises(ValueError, match="v5p-256"):
+        plan.parse_topology("tpu-256")
+    assert plan.resolve_mesh({"data": 2, "fsdp": -1}, 128) == {"data": 2, "fsdp": 64, "tensor": 1}
+    with pytest.raises(ValueError, match="128"):
+        plan.resolve_mesh({"data": 3, "fsdp": 5}, 128)
+
+
+def test_golden_layout_7b_on_v5p_256():
+    """The parameter layout of the 7B recipe on v5p-256, from logical axes + rules + mesh (no compile)."""
+    cfg = load(LM7B)
+    mesh = plan.resolve_mesh(dict(cfg.mesh), plan.parse_topology("v5p-256").devices)
+    _, state = plan.abstract_state(cfg)
+    text = plan.format_table(plan.param_table(state, cfg.sharding.rules, mesh)) + "\n"
+    if os.environ.get("BAJAX_UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text(), "layout changed; if intended, regenerate with BAJAX_UPDATE_GOLDEN=1"
+    # The big matrices are split over all 128 chips (fsdp on the embedding dimension).
+    assert "layers/layers/mlp/gate_proj/kernel" in text and "28x28x18944" in text
+
+
+def test_compiled_plan_on_fake_devices(tmp_path):
+    """The full path: re-exec with 8 fake devices, AOT compile, memory_analysis, verdict, JSON figures."""
+    out = tmp_path / "plan.json"
+    r = run_plan("--config", TINY, "--topology", "v5e-8", "--mesh", "data=2,fsdp=4", "--json", str(out),
+                 "--config.data.seq_len=128")
+    assert r.returncode == 0, r.stderr[-3000:]
+    for text in ("8 devices", "data=2, fsdp=4, tensor=1", "memory_analysis", "temporaries", "caveat",
+                 "FITS", "s per step", "layers/layers/self_attn/q_proj/kernel"):
+        assert text in r.stdout, text
+    figures = json.loads(out.read_text())
+    c = figures["compiled"]
+    assert c["argument"] > 0 and c["temp"] > 0 and figures["fits"]
+    # XLA's arguments hold at least the analytic parameters and optimizer moments of one device.
+    assert c["argument"] >= figures["params_bytes"] + figures["opt_bytes"]
+
+
+def test_plan_that_does_not_fit_names_the_knob():
+    """7B stage 2 without FSDP on v5e-256: every chip would hold all 9B fp32 parameters (36 GB > 16 GB)."""
+    r = run_plan("--config", LM7B + ":stage2", "--topology", "v5e-256", "--mesh", "data=-1,fsdp=1",
+                 "--no-compile")
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "DOES NOT FIT" in r.stdout
+    assert "raise the fsdp degree" in r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("BAJAX_PLAN_7B"),
+                    reason="opt-in (BAJAX_PLAN_7B=1): compiles the 9B-parameter step for 128 fake devices")
+def test_7b_compiles_and_fits_v5p_256(tmp_path):
+    out = tmp_path / "plan.json"
+    for stage in ("stage1", "stage2"):
+        r = run_plan("--config", f"{LM7B}:{stage}", "--topology", "v5p-256", "--json", str(out))
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        figures = json.loads(out.read_text())
+        assert figures["compiled"] and figures["peak_bytes"] < 0.9 * 95e9, figures["peak_bytes"]
