@@ -59,7 +59,8 @@ def make_train_step(task: Task, graphdef, tx: optax.GradientTransformation, is_t
 
     def loss_and_grad(trainable, others, batch, rng, totals):
         def loss_of(params):
-            model = nnx.merge(graphdef, params, others)
+            # copy=True: the forward may mutate non-param Variables (EMA codebooks) inside this trace.
+            model = nnx.merge(graphdef, params, others, copy=True)
             loss, metrics = task.loss_fn(model, batch, rng, totals)
             # Non-trainable state mutated by the forward pass (e.g. RVQ EMA codebooks) leaves here.
             _, new_others = nnx.split_state(nnx.state(model), is_trainable, ...)
@@ -70,7 +71,7 @@ def make_train_step(task: Task, graphdef, tx: optax.GradientTransformation, is_t
 
     def step(state, batch):
         rng = jax.random.fold_in(jax.random.key(seed), state["step"])
-        totals = task.loss_totals(batch)
+        totals = {**task.loss_totals(batch), "step": state["step"]}  # schedules (e.g. RVQ curricula) read step
         trainable, others = nnx.split_state(state["model"], is_trainable, ...)
         if grad_accum == 1:
             loss, metrics, others, grads = loss_and_grad(trainable, others, batch, rng, totals)

@@ -23,7 +23,8 @@ class Task:
     name: str
     # (model config, rngs) -> module
     build_model: Callable[[ConfigDict, nnx.Rngs], nnx.Module]
-    # (model, batch, rng, totals) -> (loss, metrics); metrics are additive like the loss
+    # (model, batch, rng, totals) -> (loss, metrics); metrics are additive like the loss. `totals` holds
+    # what loss_totals returned plus "step" (the optimizer step, int32 scalar) for loss schedules.
     loss_fn: LossFn
     # global batch -> normalisers passed to every micro-batch's loss_fn
     loss_totals: Callable[[dict], dict]

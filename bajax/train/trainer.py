@@ -138,8 +138,9 @@ class Trainer:
         task, graphdef = self.task, self.graphdef
 
         def evaluate(state, batch):
-            model = nnx.merge(graphdef, state["model"])
-            loss, metrics = task.loss_fn(model, batch, jax.random.key(0), task.loss_totals(batch))
+            model = nnx.merge(graphdef, state["model"], copy=True)
+            totals = {**task.loss_totals(batch), "step": state["step"]}
+            loss, metrics = task.loss_fn(model, batch, jax.random.key(0), totals)
             return {**metrics, "loss": loss}
 
         return jax.jit(evaluate, in_shardings=(self.state_shardings, None))
