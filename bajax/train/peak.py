@@ -54,3 +54,27 @@ def device_peak(override: float = 0.0) -> float:
     if dev.platform == "cpu":
         return cpu_matmul_peak() / jax.local_device_count()
     return table_peak(dev.device_kind) or 0.0
+
+
+def probe_peak(n: int = 1536, repeats: int = 3) -> float:
+    """A fresh (uncached) fp32 matmul FLOP/s probe of ~0.1 s, for benchmarks on a shared host: calling
+    it next to each timed step gives a peak measured under the same load as that step."""
+    f = _matmul(n)
+    x = _ones(n)
+    f(x).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(x).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+@functools.cache
+def _matmul(n: int):
+    return jax.jit(lambda a: a @ a)
+
+
+@functools.cache
+def _ones(n: int):
+    return jax.device_put(jnp.ones((n, n), jnp.float32), jax.local_devices(backend="cpu")[0])
