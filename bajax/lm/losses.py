@@ -19,10 +19,36 @@ import jax.numpy as jnp
 from bajax.lm.audio_head import DEPTH
 
 
+@jax.custom_vjp
+def _token_ce(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """logsumexp(logits) - logits[target], fp32: no log-softmax of the whole vocabulary is materialised."""
+    return _token_ce_fwd(logits, targets)[0]
+
+
+def _token_ce_fwd(logits, targets):
+    x = logits.astype(jnp.float32)
+    peak = jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
+    lse = jnp.log(jnp.sum(jnp.exp(x - peak), axis=-1)) + peak[..., 0]
+    picked = jnp.take_along_axis(x, targets[..., None], axis=-1)[..., 0]
+    return lse - picked, (logits, targets, lse)
+
+
+def _token_ce_bwd(res, g):
+    # d CE / d logits = softmax - onehot(target): one fused elementwise pass over [..., V], nothing saved
+    # from the forward but the logits and one logsumexp per row.
+    logits, targets, lse = res
+    x = logits.astype(jnp.float32)
+    onehot = jnp.arange(x.shape[-1], dtype=targets.dtype) == targets[..., None]
+    grad = g[..., None] * (jnp.exp(x - lse[..., None]) - onehot.astype(jnp.float32))
+    return grad.astype(logits.dtype), None
+
+
+_token_ce.defvjp(_token_ce_fwd, _token_ce_bwd)
+
+
 def cross_entropy(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(CE, correct) per position, from logits [..., V] upcast to fp32 and int targets [...]."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    ce = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    ce = _token_ce(logits, targets)
     correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
     return ce, correct
 
