@@ -20,6 +20,7 @@ COMMANDS = (
     ("train", "bajax.train.cli"),
     ("prepare", "bajax.data.cli"),
     ("plan", "bajax.train.plan_cli"),
+    ("sweep", "bajax.sweep"),
 )
 
 
