@@ -109,6 +109,24 @@ def test_pure_audio():
     )
 
 
+def test_text_only_task_has_loss_on_every_text_target():
+    out = fmt("text", ["hi", "yo"], [])
+    check(out, [104, 105, 32, 121, 111, EOS], [105, 32, 121, 111, EOS, 0], [1, 1, 1, 1, 1, 0])
+
+
+def test_text_only_mixture_reads_asr_transcripts(tmp_path):
+    from bajax.data import config, lm_pipeline, prepare, testing
+
+    m = testing.write_manifest(str(tmp_path / "c"), per_task=2, valid=0)
+    prepare.prepare(m, str(tmp_path / "p"), encode_fn=testing.FakeEncoder(), workers=0, progress=False)
+    c = config.default_data_config()
+    c.source = str(tmp_path / "p")
+    c.mixture = {k: 0.0 for k in c.mixture} | {"text": 1.0}
+    ds = lm_pipeline.lm_records(c, process_index=0, process_count=1)
+    meta, codes = ds[0]
+    assert meta["task"] == "text" and codes == [] and meta["texts"][0].startswith("asr sample")
+
+
 def test_no_text_loss_on_audio_targets_any_task():
     for task in ("asr", "tts", "itts", "intlv", "audio"):
         out = fmt(task, ["ab", "cd", "ef"], [frames(1, 2), frames(3), frames(4)], response="x")

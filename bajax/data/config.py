@@ -23,7 +23,9 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.source = "embedded"
     c.cache_dir = ""  # where the embedded corpus is prepared; '' = $XDG_CACHE_HOME/bajax
     c.text_tokenizer = "bytes"  # 'bytes' or the path of a Hugging Face tokenizer.json
-    c.mixture = ml_collections.ConfigDict(dict(TABLE4_HOURS))  # relative weights; 0 drops a task
+    # Relative weights; 0 drops a task. `text` (text-only LM data from the ASR transcripts) is off by default:
+    # text pre-training and the text-only evaluation of the two-stage ablation switch it on.
+    c.mixture = ml_collections.ConfigDict({**TABLE4_HOURS, "text": 0.0})
     c.seq_len = 1024  # packed row length (lm_dataset's seq_len argument wins when given)
     c.pack_bins = 0  # first-fit packing bins; 0 = batch_size (more bins pack tighter)
     c.shuffle_seed = 0

@@ -10,6 +10,7 @@ G = generated audio `<audiogen_start> pad*N <audiogen_end>`; every sample ends w
     tts    [text(all segments)] {G(all segments)} {eos}
     itts   [text1] {G1} {text2} {G2} ... {eos}                   (no loss on the first text segment only)
     audio  {G(all segments)} {eos}
+    text   {transcript} {eos}       (text-only LM data: the transcripts of the ASR samples, no audio)
 
 Decisions (the paper leaves them open):
 - Targets are shifted: position t predicts token t+1. A token "has loss" when it is the target, so the
@@ -146,6 +147,8 @@ def format_sample(meta: dict, codes: list[np.ndarray], tokenizer, *, codebook_si
             b.audio(c, generated=True, loss=True)
     elif task == "audio":
         b.audio(all_codes, generated=True, loss=True)
+    elif task == "text":
+        b.text(enc(join_texts(texts, lang)), True)
     else:
         raise ValueError(f"sample {meta.get('id')!r}: unknown task {task!r}")
     return b.finish(seq_len)

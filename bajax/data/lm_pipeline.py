@@ -18,14 +18,22 @@ from bajax.data import text as text_lib
 
 PACKED_KEYS = ("tokens", "audio_codes", "text_targets", "text_weights", "audio_targets", "audio_weights")
 
+# The text-only task reads the transcripts of the ASR shards (every document has one) and drops their audio:
+# the language-modelling data of text pre-training and of the "text-only loss" of paper Table 5.
+TEXT_ONLY, TEXT_SOURCE = "text", "asr"
+
+
+def _source_task(task: str) -> str:
+    return TEXT_SOURCE if task == TEXT_ONLY else task
+
 
 def task_weights(data_cfg, root, split: str) -> dict[str, float]:
     """Mixture weights of the tasks that have LM shards (tasks without data are dropped)."""
     weights = {}
     for task, w in data_cfg.mixture.items():
-        if task not in sources.TASKS:
-            raise ValueError(f"data.mixture has unknown task {task!r}; valid tasks: {sources.TASKS}")
-        if w > 0 and sources.shard_paths(root, split, task, "lm"):
+        if task not in (*sources.TASKS, TEXT_ONLY):
+            raise ValueError(f"data.mixture has unknown task {task!r}; valid tasks: {(*sources.TASKS, TEXT_ONLY)}")
+        if w > 0 and sources.shard_paths(root, split, _source_task(task), "lm"):
             weights[task] = float(w)
     if not weights:
         raise ValueError(
@@ -40,6 +48,11 @@ def _decode(record: bytes):
     return meta, [arrays[f"codes_{i}"] for i in range(len(meta["texts"]))]
 
 
+def _as_text_only(element):
+    meta, _ = element
+    return {**meta, "task": TEXT_ONLY}, []
+
+
 def lm_records(
     data_cfg, *, process_index: int, process_count: int, split: str = "train", root=None
 ) -> grain.MapDataset:
@@ -47,17 +60,20 @@ def lm_records(
     other splits: one ordered pass over all tasks."""
     root = root if root is not None else sources.resolve(data_cfg)
     weights = task_weights(data_cfg, root, split)
+    def task_source(task):
+        ds = grain.MapDataset.source(
+            grain.sources.ArrayRecordDataSource(sources.shard_paths(root, split, _source_task(task), "lm")))
+        return ds.map(_decode).map(_as_text_only) if task == TEXT_ONLY else ds.map(_decode)
+
     if split != data_cfg.train_split:
-        paths = [p for t in weights for p in sources.shard_paths(root, split, t, "lm")]
-        ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(paths))
-        return ds[process_index::process_count].map(_decode)
+        parts = [task_source(t) for t in weights]
+        ds = parts[0] if len(parts) == 1 else grain.MapDataset.concatenate(parts)
+        return ds[process_index::process_count]
     parts = []
     for i, task in enumerate(weights):
-        src = grain.sources.ArrayRecordDataSource(sources.shard_paths(root, split, task, "lm"))
-        ds = grain.MapDataset.source(src).shuffle(seed=data_cfg.shuffle_seed * 1009 + i).repeat()
+        ds = task_source(task).shuffle(seed=data_cfg.shuffle_seed * 1009 + i).repeat()
         parts.append(ds[process_index::process_count])
-    ds = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, list(weights.values()))
-    return ds.map(_decode)
+    return parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, list(weights.values()))
 
 
 class _Format(grain.transforms.Map):
