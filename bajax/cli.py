@@ -17,9 +17,10 @@ import sys
 
 # (command, module providing `register`), in the order `bajax --help` shows them.
 COMMANDS = (
-    ("train", "bajax.train.cli"),
+    ("train", "bajax.train.cli"),          # train, evaluate
     ("prepare", "bajax.data.cli"),
     ("plan", "bajax.train.plan_cli"),
+    ("generate", "bajax.speech.cli"),
     ("sweep", "bajax.sweep"),
 )
 

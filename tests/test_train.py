@@ -162,6 +162,14 @@ def test_cli_train_writes_metrics_and_resumes(tmp_path, capsys):
                 "audio_loss", "audio_acc_0", "audio_acc_7"):
         assert key in records[-1], key
     assert records[-1]["tokens_per_sec"] > 0 and 0 < records[-1]["mfu"] < 1
+    # `bajax evaluate` scores the newest checkpoint on held-out data, here text-only.
+    capsys.readouterr()
+    text_only = [f"--config.data.mixture.{t}=0" for t in ("asr", "aqa", "s2tt", "intlv", "tts", "itts", "audio")]
+    assert cli.main(["evaluate", "--config", TINY, "--workdir", workdir, "--config.data.seq_len=128",
+                     "--config.data.mixture.text=1", *text_only]) == 0
+    out = capsys.readouterr().out
+    scores = json.loads(out[out.index("{"):])
+    assert scores["step"] == 4 and scores["eval_text_loss"] > 0 and scores["eval_audio_loss"] == 0
 
 
 def test_config_errors_name_the_key(capsys, tmp_path):

@@ -46,6 +46,22 @@ def run(args, overrides) -> int:
     return 0
 
 
+def run_evaluate(args, overrides) -> int:
+    cfg = load_config_or_exit(args, overrides, "evaluate")
+    if cfg is None:
+        return 2
+    import json
+
+    from bajax.train.trainer import Trainer
+
+    trainer = Trainer(cfg, args.workdir)
+    with trainer.scope():
+        state = trainer.restore_latest()
+        metrics = {"step": int(state["step"]), **trainer.evaluate(state)}
+    print(json.dumps(metrics, indent=1))
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a model (tokenizer, audio LLM or flow decoder) from a config",
                        description="Train from a config; run the same command again to resume. Override any "
@@ -59,3 +75,12 @@ def register(sub) -> None:
 
     distributed.add_args(p)
     p.set_defaults(func=run)
+
+    e = sub.add_parser("evaluate", help="evaluate a run's latest checkpoint on the held-out split",
+                       description="Loss and metrics of WORKDIR's newest checkpoint on data.eval_split, as JSON. "
+                                   "Overrides select other data, e.g. --config.data.mixture.text=1 with the "
+                                   "audio tasks at 0 for the text-only loss.")
+    add_config_args(e)
+    e.add_argument("--workdir", required=True, help="the run directory that `bajax train` wrote")
+    e.add_argument("--cpu-devices", type=int, default=0, help="fake this many CPU devices")
+    e.set_defaults(func=run_evaluate)

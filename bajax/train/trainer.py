@@ -139,7 +139,8 @@ class Trainer:
 
         def evaluate(state, batch):
             model = nnx.merge(graphdef, state["model"], copy=True)
-            totals = {**task.loss_totals(batch), "step": state["step"]}
+            # "train": False tells a task's loss to run its evaluation mode (e.g. greedy RVQ, no EMA update).
+            totals = {**task.loss_totals(batch), "step": state["step"], "train": False}
             loss, metrics = task.loss_fn(model, batch, jax.random.key(0), totals)
             return {**metrics, "loss": loss}
 
@@ -160,6 +161,18 @@ class Trainer:
         if n == 0:
             raise ValueError(f"data.eval_split={self.cfg.data.eval_split!r} yielded no batch to evaluate on")
         return {f"eval_{k}": v / n for k, v in sums.items()}
+
+    def restore_latest(self):
+        """The train state of the newest checkpoint in WORKDIR/checkpoints (no data iterator), on this mesh."""
+        ckpt = checkpoint.Checkpointer(str(self.workdir / "checkpoints"), every=0, keep=1)
+        try:
+            step = ckpt.latest_step()
+            if step is None:
+                raise FileNotFoundError(f"{self.workdir}/checkpoints holds no checkpoint; train first with "
+                                        f"`bajax train --workdir {self.workdir} ...`")
+            return ckpt.restore(step, self.abstract_with_shardings())
+        finally:
+            ckpt.close()
 
     def dataset(self, split: str = "train"):
         return self.task.make_dataset(self.cfg, jax.process_index(), jax.process_count(), split)
