@@ -56,6 +56,7 @@ def base_config() -> ConfigDict:
     c.train.init_from = ""               # checkpoint dir whose params initialise a NEW run (e.g. stage 1 -> 2)
     c.train.eval_every = 0               # evaluate on data.eval_split every N steps and at the end (0 = never)
     c.train.eval_batches = 4             # batches per evaluation (0 = the whole held-out split)
+    c.train.eval_tasks = ()              # LM: evaluate on these data tasks only, e.g. ('text',); () = the mixture
 
     c.checkpoint = ConfigDict()
     c.checkpoint.every = 200

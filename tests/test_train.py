@@ -127,6 +127,11 @@ def test_periodic_evaluation_on_held_out_split(tmp_path):
     assert [m["step"] for m in evaluated] == [2, 4]
     assert all(np.isfinite(m["eval_loss"]) and m["eval_text_loss"] > 0 for m in evaluated)
     assert evaluated[0]["eval_loss"] != evaluated[1]["eval_loss"]
+    # Text-only evaluation: the same run scored on the text task alone has no audio targets at all.
+    trainer = Trainer(tiny("train.eval_tasks=('text',)", "train.eval_batches=2"), str(tmp_path))
+    with trainer.scope():
+        scores = trainer.evaluate(trainer.restore_latest())
+    assert scores["eval_audio_codes"] == 0 and scores["eval_text_loss"] > 0
 
 
 def test_init_from_stage1_checkpoint(tmp_path):

@@ -147,11 +147,13 @@ class Trainer:
         return jax.jit(evaluate, in_shardings=(self.state_shardings, None))
 
     def evaluate(self, state, eval_fn=None) -> dict[str, float]:
-        """Mean metrics over `train.eval_batches` batches (0 = all) of the held-out split, prefixed `eval_`."""
+        """Mean metrics over `train.eval_batches` batches (0 = all) of the held-out split, prefixed `eval_`.
+        With `train.eval_tasks` set, the held-out data holds only those tasks (e.g. ('text',): the text-only
+        loss that tells whether audio training preserved language ability)."""
         eval_fn = eval_fn or self.compiled_eval()
         sums: dict[str, float] = {}
         n = 0
-        for batch in self.dataset(self.cfg.data.eval_split):
+        for batch in self.eval_dataset():
             metrics = jax.device_get(eval_fn(state, sharding.to_global(batch, self.mesh)))
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
@@ -161,6 +163,19 @@ class Trainer:
         if n == 0:
             raise ValueError(f"data.eval_split={self.cfg.data.eval_split!r} yielded no batch to evaluate on")
         return {f"eval_{k}": v / n for k, v in sums.items()}
+
+    def eval_dataset(self):
+        cfg = self.cfg
+        tasks = tuple(cfg.train.eval_tasks)
+        if tasks:
+            unknown = set(tasks) - set(cfg.data.mixture)
+            if unknown:
+                raise ValueError(f"train.eval_tasks {sorted(unknown)} are not data tasks; valid: "
+                                 f"{list(cfg.data.mixture)}")
+            cfg = ConfigDict(cfg.to_dict())  # a private copy with the held-out mixture
+            for task in cfg.data.mixture:
+                cfg.data.mixture[task] = 1.0 if task in tasks else 0.0
+        return self.task.make_dataset(cfg, jax.process_index(), jax.process_count(), cfg.data.eval_split)
 
     def restore_latest(self):
         """The train state of the newest checkpoint in WORKDIR/checkpoints (no data iterator), on this mesh."""
