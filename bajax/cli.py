@@ -22,6 +22,7 @@ COMMANDS = (
     ("plan", "bajax.train.plan_cli"),
     ("generate", "bajax.speech.cli"),
     ("sweep", "bajax.sweep"),
+    ("quickstart", "bajax.quickstart"),
 )
 
 

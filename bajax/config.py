@@ -90,8 +90,8 @@ def defaults(kind: str) -> ConfigDict:
     return c
 
 
-def load(spec: str, overrides: Sequence[str] = ()) -> ConfigDict:
-    """Loads `path.py[:arg]`, applies `a.b=value` overrides and validates the result."""
+def load_file(spec: str) -> ConfigDict:
+    """Runs `get_config(arg)` of a config file `path.py[:arg]`, with errors that name the file."""
     path_str, _, arg = spec.partition(":")
     path = Path(path_str)
     if not path.is_file():
@@ -102,14 +102,18 @@ def load(spec: str, overrides: Sequence[str] = ()) -> ConfigDict:
     sys.modules[module_name] = module
     try:
         module_spec.loader.exec_module(module)
-    except (AttributeError, KeyError, TypeError) as e:
-        raise ConfigError(f"{path_str}: {e}") from e
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"{path_str} has no get_config(arg) function")
-    try:
-        cfg = module.get_config(arg) if arg else module.get_config()
-    except (AttributeError, KeyError, TypeError) as e:
+        if not hasattr(module, "get_config"):
+            raise ConfigError(f"{path_str} has no get_config(arg) function")
+        return module.get_config(arg) if arg else module.get_config()
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
         raise ConfigError(f"{path_str}: {_explain(e)}") from e
+
+
+def load(spec: str, overrides: Sequence[str] = ()) -> ConfigDict:
+    """Loads `path.py[:arg]`, applies `a.b=value` overrides and validates the result."""
+    cfg = load_file(spec)
     for item in overrides:
         apply_override(cfg, item)
     validate(cfg)

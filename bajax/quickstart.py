@@ -1,0 +1,254 @@
+"""`bajax quickstart`: the whole Baichuan-Audio recipe on the embedded corpus, on one machine, in minutes.
+
+    [0] text LM      tiny LLM pre-trained on text only (so "preserving language ability" means something)
+    [1] tokenizer    RVQ audio tokenizer (its text-alignment loss reads the frozen stage-0 LM)
+    [2] prepare      the corpus tokenised into 12.5 Hz codes by the trained tokenizer
+    [3] LM stage 1   audio embeddings + audio head only, from the text LM
+    [4] LM stage 2   everything but the text embedding and LM head, from stage 1
+    [5] flow         flow-matching decoder conditioned on the frozen tokenizer decoder
+    [6] generate     a spoken reply to a held-out audio prompt (wav + PNG of its mel)
+    [7] export       every model to PyTorch safetensors in the Baichuan-Audio layout
+
+Each stage writes WORKDIR/<stage>/ and a DONE marker with its results; running the command again skips
+finished stages and resumes an interrupted one from its last checkpoint. The step counts and sizes are in
+`configs/quickstart.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ml_collections import ConfigDict
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ("asr", "aqa", "s2tt", "intlv", "tts", "itts", "audio")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    title: str
+    run: Callable[[Quickstart], dict]
+
+
+class Quickstart:
+    def __init__(self, qcfg: ConfigDict, workdir: str, *, quiet: bool = False):
+        self.q = qcfg
+        self.workdir = Path(workdir).resolve()
+        self.quiet = quiet
+
+    def path(self, stage: str) -> Path:
+        return self.workdir / stage
+
+    # -- helpers ----------------------------------------------------------------------------------------
+    def _config(self, spec: str, overrides: list[str]):
+        from bajax.config import load
+
+        return load(str(ROOT / spec), list(overrides))
+
+    def _train(self, stage: str, spec: str, overrides: list[str]) -> dict:
+        """Trains (or resumes) one run and returns its last logged metrics."""
+        from bajax.sweep import final_metrics
+        from bajax.train.trainer import train
+
+        cfg = self._config(spec, overrides)
+        train(cfg, str(self.path(stage)), quiet=self.quiet)
+        return final_metrics(self.path(stage))
+
+    def _lm_data(self) -> list[str]:
+        """LM overrides shared by stages 3-4: the prepared corpus and the tokenizer's codebook sizes."""
+        sizes = self.tokenizer_codebook_sizes()
+        return [f"data.source={self.path('2_prepare')}", f"model.codebook_sizes={tuple(sizes)}",
+                f"data.seq_len={self.q.seq_len}"]
+
+    def tokenizer_codebook_sizes(self) -> tuple[int, ...]:
+        cfg = json.loads((self.path("1_tokenizer") / "config.json").read_text())
+        return tuple(cfg["model"]["rvq"]["codebook_sizes"])
+
+    # -- stages -----------------------------------------------------------------------------------------
+    def text_lm(self) -> dict:
+        q = self.q
+        return self._train("0_text_lm", "configs/lm/tiny.py:text",
+                           [f"train.steps={q.text_steps}", f"data.seq_len={q.seq_len}", "train.eval_batches=0"])
+
+    def tokenizer(self) -> dict:
+        q = self.q
+        return self._train("1_tokenizer", "configs/tokenizer/tiny.py",
+                           [f"train.steps={q.tokenizer_steps}", f"model.align_lm_checkpoint={self.path('0_text_lm')}"])
+
+    def prepare(self) -> dict:
+        from bajax.data import prepare, sources
+        from bajax.tokenizer.encode import load_encode_fn
+
+        manifest = sources.corpus_dir() / sources.CORPUS_MANIFEST
+        summary = prepare.prepare(str(manifest), str(self.path("2_prepare")),
+                                  encode_fn=load_encode_fn(str(self.path("1_tokenizer"))),
+                                  workers=self.q.prepare_workers, progress=not self.quiet)
+        return {"hours": summary.get("hours"), "samples": summary.get("samples")}
+
+    def lm_stage1(self) -> dict:
+        return self._train("3_lm_stage1", "configs/lm/tiny.py:stage1",
+                           [*self._lm_data(), f"train.steps={self.q.stage1_steps}", "train.eval_batches=0",
+                            f"train.init_from={self.path('0_text_lm') / 'checkpoints'}"])
+
+    def lm_stage2(self) -> dict:
+        return self._train("4_lm_stage2", "configs/lm/tiny.py:stage2",
+                           [*self._lm_data(), f"train.steps={self.q.stage2_steps}", "train.eval_batches=0",
+                            f"train.init_from={self.path('3_lm_stage1') / 'checkpoints'}"])
+
+    def flow(self) -> dict:
+        from bajax.tokenizer.encode import load_tokenizer  # noqa: F401  (fails early without a tokenizer)
+
+        tok = json.loads((self.path("1_tokenizer") / "config.json").read_text())
+        return self._train("5_flow", "configs/flow/tiny.py",
+                           [f"train.steps={self.q.flow_steps}", f"data.source={self.path('2_prepare')}",
+                            "model.cond_source=tokenizer", f"model.cond_dim={tok['model']['d_model']}",
+                            f"model.tokenizer_checkpoint={self.path('1_tokenizer')}"])
+
+    def generate(self) -> dict:
+        from bajax.speech.generate import generate_reply
+
+        out = self.path("6_generate")
+        out.mkdir(parents=True, exist_ok=True)
+        prompt = held_out_prompt()
+        result = generate_reply(lm=str(self.path("4_lm_stage2")), tokenizer=str(self.path("1_tokenizer")),
+                                flow=str(self.path("5_flow")), audio=str(prompt), out=str(out / "reply.wav"),
+                                seed=self.q.seed)
+        return {"prompt": str(prompt), **result}
+
+    def export(self) -> dict:
+        from bajax.interop.export import export_run
+
+        out = {}
+        for stage, name in (("1_tokenizer", "tokenizer"), ("4_lm_stage2", "lm"), ("5_flow", "flow")):
+            target = self.path("7_export") / name
+            export_run(str(self.path(stage)), str(target))
+            out[name] = str(target)
+        return out
+
+
+STAGES = (
+    Stage("0_text_lm", "text-only pre-training of the tiny LLM", Quickstart.text_lm),
+    Stage("1_tokenizer", "audio tokenizer (RVQ, EMA/L2 codebooks, mel decoder)", Quickstart.tokenizer),
+    Stage("2_prepare", "tokenise the corpus into codes", Quickstart.prepare),
+    Stage("3_lm_stage1", "LLM stage 1: audio embeddings + audio head", Quickstart.lm_stage1),
+    Stage("4_lm_stage2", "LLM stage 2: all but text embedding / LM head", Quickstart.lm_stage2),
+    Stage("5_flow", "flow-matching decoder", Quickstart.flow),
+    Stage("6_generate", "spoken reply to a held-out prompt", Quickstart.generate),
+    Stage("7_export", "export to PyTorch (Baichuan layout)", Quickstart.export),
+)
+
+
+def held_out_prompt() -> Path:
+    """The first validation-split ASR recording of the embedded corpus (never seen in training)."""
+    from bajax.data import sources
+
+    root = sources.corpus_dir()
+    for line in (root / sources.CORPUS_MANIFEST).read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("split") == "valid" and entry["task"] == "asr":
+            audio = entry["audio"][0] if isinstance(entry["audio"], list) else entry["audio"]
+            return Path(str(root / audio))
+    raise FileNotFoundError("the embedded corpus has no validation ASR sample to use as a prompt")
+
+
+def run(qcfg: ConfigDict, workdir: str, *, quiet: bool = False, stop_before: str | None = None) -> dict:
+    """Runs every unfinished stage in order; returns {stage: results} including the earlier runs'."""
+    qs = Quickstart(qcfg, workdir, quiet=quiet)
+    qs.workdir.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for i, stage in enumerate(STAGES):
+        if stop_before == stage.name:
+            break
+        marker = qs.path(stage.name) / "DONE"
+        if marker.exists():
+            results[stage.name] = json.loads(marker.read_text())
+            print(f"[{i}/{len(STAGES) - 1}] {stage.title}: done earlier", flush=True)
+            continue
+        print(f"[{i}/{len(STAGES) - 1}] {stage.title} ...", flush=True)
+        start = time.perf_counter()
+        out = stage.run(qs)
+        out["seconds"] = round(time.perf_counter() - start, 1)
+        qs.path(stage.name).mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(out, indent=1, default=str))
+        results[stage.name] = out
+    summary = summarize(qs, results)
+    (qs.workdir / "summary.md").write_text(summary)
+    print(summary, flush=True)
+    return results
+
+
+def summarize(qs: Quickstart, results: dict) -> str:
+    """The closing table: losses, codebook usage, held-out mel MAE, text-only loss, time, artifacts."""
+    lines = ["| stage | key results | time (s) |", "|---|---|---|"]
+    for stage in STAGES:
+        r = results.get(stage.name)
+        if r is None:
+            lines.append(f"| {stage.name} | (not run) | |")
+            continue
+        keys = [k for k in SUMMARY_KEYS.get(stage.name, ()) if k in r]
+        text = ", ".join(f"{k} {_fmt(r[k])}" for k in keys)
+        lines.append(f"| {stage.name} | {text} | {r.get('seconds', '')} |")
+    tok = results.get("1_tokenizer", {})
+    usage = [f"L{i}: usage {_fmt(tok.get(f'usage_{i}'))}, ppl {_fmt(tok.get(f'perplexity_{i}'))}"
+             for i in range(8) if f"usage_{i}" in tok]
+    text_before = results.get("0_text_lm", {}).get("eval_text_loss")
+    text_after = results.get("4_lm_stage2", {}).get("eval_text_loss")
+    out = ["", "## bajax quickstart summary", "", *lines, ""]
+    if usage:
+        out += ["Codebook usage / perplexity per RVQ layer: " + "; ".join(usage), ""]
+    if text_before is not None and text_after is not None:
+        out += [f"Held-out text-only loss: {text_before:.4f} after text pre-training, {text_after:.4f} after "
+                "two-stage audio training.", ""]
+    out += ["Artifacts:"] + [f"- {stage.name}: {qs.path(stage.name)}" for stage in STAGES
+                             if stage.name in results]
+    gen = results.get("6_generate", {})
+    for key in ("wav", "png"):
+        if key in gen:
+            out.append(f"- reply {key}: {gen[key]}")
+    return "\n".join(out) + "\n"
+
+
+SUMMARY_KEYS = {
+    "0_text_lm": ("loss", "eval_text_loss"),
+    "1_tokenizer": ("loss", "mel_loss", "commit_loss", "eval_mel_mae"),
+    "2_prepare": ("hours", "samples"),
+    "3_lm_stage1": ("loss", "audio_loss", "eval_text_loss"),
+    "4_lm_stage2": ("loss", "text_loss", "audio_loss", "eval_text_loss"),
+    "5_flow": ("loss", "cfm_loss", "prior_mae"),
+    "6_generate": ("text", "frames", "seconds_of_audio"),
+    "7_export": ("lm", "tokenizer", "flow"),
+}
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+# -- command line -----------------------------------------------------------------------------------------
+def cmd(args, overrides) -> int:
+    from bajax.config import ConfigError, apply_override, load_file
+
+    try:
+        qcfg = load_file(args.config)
+        for item in overrides:
+            apply_override(qcfg, item)
+    except ConfigError as e:
+        print(f"bajax quickstart: {e}")
+        return 2
+    run(qcfg, args.workdir)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("quickstart", help="the whole recipe on the embedded corpus (tokenizer, LLM, flow, "
+                                          "speech reply, export) in minutes",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--workdir", required=True, help="where every stage writes its run (resumable)")
+    p.add_argument("--config", default=str(ROOT / "configs" / "quickstart.py"),
+                   help="step counts and sizes (default configs/quickstart.py)")
+    p.set_defaults(func=cmd, accepts_overrides=True)

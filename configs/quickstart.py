@@ -1,0 +1,21 @@
+"""Step counts and sizes of `bajax quickstart` (the whole recipe on the embedded corpus, ~15 min on 2 cores).
+
+  bajax quickstart --workdir runs/quickstart
+  bajax quickstart --workdir runs/qs_smoke --config.tokenizer_steps=20      # any key can be overridden
+"""
+
+from ml_collections import ConfigDict
+
+
+def get_config():
+    c = ConfigDict()
+    c.seed = 0
+    c.seq_len = 256          # packed LM rows
+    c.text_steps = 150       # [0] text-only LM pre-training
+    c.tokenizer_steps = 300  # [1] tokenizer
+    c.prepare_workers = 2    # [2] audio decoding processes while tokenising the corpus
+    c.stage1_steps = 100     # [3] LM stage 1
+    c.stage2_steps = 150     # [4] LM stage 2
+    c.flow_steps = 200       # [5] flow decoder
+    c.lock()
+    return c
