@@ -7,9 +7,10 @@
 A sweep file is a Python module with
     CONFIG = "configs/tokenizer/base.py"          # the config every member starts from (--config overrides)
     def get_sweep() -> list[tuple[str, list[str]]]: # (member name, config overrides "a.b=value")
-Each member trains in ROOT/NAME with `--config.a.b=value` overrides, so re-running the sweep resumes every
-member where it stopped. Launchers: local runs the members one after another here; tpu runs them one after
-another on one pod (launch/tpu_pod.sh); slurm submits one job per member (launch/gpu_slurm.sbatch).
+Each member trains in ROOT/NAME with `--config.a.b=value` overrides (`{workdir}` in a value becomes ROOT),
+so re-running the sweep resumes every member where it stopped. Launchers: local runs the members one after
+another here; tpu runs them one after another on one pod (launch/tpu_pod.sh); slurm submits one job per
+member (launch/gpu_slurm.sbatch).
 --dry-run prints the exact commands.
 """
 
@@ -102,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, overrides in members:
         if only and name not in only:
             continue
+        # `{workdir}` in an override is the sweep root (as in `bajax sweep`): a member may start from another's
+        # checkpoint, e.g. train.init_from={workdir}/stage1/checkpoints.
+        overrides = [o.replace("{workdir}", root) for o in overrides]
         cmd = member_command(args.launcher, config, f"{root}/{name}", overrides, extra)
         print(shlex.join(cmd), flush=True)
         if not args.dry_run:

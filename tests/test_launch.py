@@ -87,16 +87,16 @@ def test_sweep_dry_run(tmp_path):
     assert len(tpu) == 1 and tpu[0][1].endswith("tpu_pod.sh") and "gs://b/sw/lr3" in tpu[0]
 
 
-def test_sweep_file_in_repo_is_valid():
-    sys.path.insert(0, str(LAUNCH))
-    try:
-        import sweep
-    finally:
-        sys.path.remove(str(LAUNCH))
-    config, members = sweep.load_sweep(str(ROOT / "configs" / "sweeps" / "rvq_layers.py"))
-    assert config == "configs/tokenizer/base.py"
-    assert [n for n, _ in members] == ["rvq2", "rvq4", "rvq6", "rvq8"]
-    assert members[-1][1] == ["model.rvq.codebook_sizes=(8192,4096,2048,1024,1024,1024,1024,1024)"]
+def test_sweep_files_in_repo_print_their_members(tmp_path):
+    """Every configs/sweeps/*.py file loads, and its dry run gives one command per member."""
+    files = sorted((ROOT / "configs" / "sweeps").glob("*.py"))
+    assert files
+    for f in files:
+        out = sh(sys.executable, str(LAUNCH / "sweep.py"), str(f), "--root", str(tmp_path), "--dry-run")
+        lines = out.strip().splitlines()
+        n = int(lines[0].split(": ")[1].split()[0])
+        assert n >= 1 and len(lines) == n + 1, out
+        assert all(f"--workdir {tmp_path}/" in line for line in lines[1:])
 
 
 def test_layout_detection():
