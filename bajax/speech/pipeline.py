@@ -28,8 +28,9 @@ class Synthesizer:
     """`codes [L, 8] -> (wave [4L * 480], mel [4L, 80])` with a loaded tokenizer decoder and flow decoder."""
 
     def __init__(self, decode, flow, tokenizer_cfg, *, steps: int = 10, guidance: float = 0.7,
-                 vocoder: Vocoder | None = None):
+                 vocoder: Vocoder | None = None, tokenizer_run: str = ""):
         m = tokenizer_cfg.model
+        self.tokenizer_run = tokenizer_run    # its run directory, for encoding prompts with the same tokenizer
         self.vocoder = vocoder or GriffinLim()
         self.codebook_sizes = tuple(int(c) for c in m.rvq.codebook_sizes)
         samples_per_code = m.mel_hop * 2 * m.pool  # encoder conv stride 2, bridge pool: 1280 at 16 kHz
@@ -83,7 +84,7 @@ class Synthesizer:
         decode = load_frozen_decoder(tok_run.workdir)
         flow_model = load_lib.load(flow, "flow", flag="flow",
                                    model_overrides={"tokenizer_checkpoint": tok_run.workdir}).model
-        return cls(decode, flow_model, tok_cfg, **kwargs)
+        return cls(decode, flow_model, tok_cfg, tokenizer_run=tok_run.workdir, **kwargs)
 
     def check_codes(self, codes) -> np.ndarray:
         codes = np.asarray(codes)
@@ -117,12 +118,14 @@ class Synthesizer:
         mel = self.mel(codes, seed, index)
         return np.asarray(self.vocoder(mel), np.float32), mel
 
-    def segments(self, pieces, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Several code segments (e.g. a generation's audio segments), each synthesised on its own (as the
-        reference demo does) with noise seeded by (seed, index), joined into one wave and one mel."""
+    def long(self, codes, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Codes of any length: synthesised as one utterance (one compiled shape, no seams between a
+        generation's audio segments), in consecutive pieces of at most `max_codes` frames when longer than
+        the tokenizer decoder's positions (noise of piece i seeded by (seed, i))."""
+        codes = np.asarray(codes).reshape(-1, len(self.codebook_sizes))
         waves, mels = [], []
-        for i, codes in enumerate(pieces):
-            wave, mel = self(codes, seed, i)
+        for i, start in enumerate(range(0, len(codes), self.max_codes)):
+            wave, mel = self(codes[start:start + self.max_codes], seed, i)
             waves.append(wave)
             mels.append(mel)
         if not waves:
