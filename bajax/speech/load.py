@@ -44,7 +44,7 @@ class Loaded:
 def resolve(path: str, flag: str = "checkpoint") -> Run:
     """The run directory and step a user-given path points at (see the module docstring); local or gs://."""
     p = absolute(str(path).rstrip("/"))
-    candidates = [(p, None), (p.parent, None)]
+    candidates = [(p, None)] + ([(p.parent, None)] if p.name == "checkpoints" else [])
     if p.name.isdigit():
         candidates.insert(0, (p.parent.parent, int(p.name)))
     for workdir, step in candidates:

@@ -1,0 +1,7 @@
+"""Speech generation: glue above the three models (audio LLM -> tokenizer decoder -> flow decoder -> vocoder).
+
+  load.py       a trained run (config.json + latest Orbax step, model item only) onto the current devices
+  generate.py   the speech-to-speech loop of the LM (text segments, audio frames, KV cache; no-cache reference)
+  pipeline.py   codes -> 24 kHz wave and mel (`Synthesizer`, `codes_to_wav`), mel PNG
+  cli.py        `bajax generate`
+"""
