@@ -129,7 +129,8 @@ def _run(args) -> int:
     png = args.mel_png or os.path.splitext(args.output)[0] + ".png"
     save_mel_png(mel, png, title=f"{os.path.basename(args.output)}: {frames} code frames",
                  frame_rate=rate / synth.vocoder.hop)
-    print(out.text)
+    # Control characters an undertrained LM may emit are shown escaped, never sent raw to the terminal.
+    print("".join(c if c.isprintable() else repr(c)[1:-1] for c in out.text))
     print(f"wrote {args.output}: {len(wave)} samples = {len(wave) / rate:.2f} s at {rate} Hz from {frames} code "
           f"frames in {n_segments} audio segment(s) ({mel.shape[0]} mel frames x {synth.vocoder.hop}); mel {png}; "
           f"stop: {out.stop}; load {t1 - t0:.1f} s, LM {t2 - t1:.1f} s, synthesis {t3 - t2:.1f} s", flush=True)
