@@ -1,0 +1,74 @@
+"""`bajax export`, `bajax import-hf`, `bajax import-torch` (bajax.cli lists this module once per command).
+
+  bajax export --checkpoint runs/lm --out exported/lm [--step N] [--max-shard-gb 5]
+  bajax import-hf --kind qwen2 --src Qwen2.5-7B/ --out runs/qwen_init [--config configs/lm/7b.py]
+  bajax import-hf --kind whisper --src whisper-large-v3/ --out runs/tok_init [--config configs/tokenizer/...]
+  bajax import-torch --src exported/lm --out runs/lm_back          (= import-hf --kind baichuan)
+
+An imported run starts training with `bajax train --config OUT/config.py --workdir NEW
+--config.train.init_from=OUT/checkpoints` (or any config of the same shapes).
+"""
+
+from __future__ import annotations
+
+import sys
+
+KINDS = ("qwen2", "whisper", "baichuan")
+
+
+def run_export(args, overrides) -> int:
+    from bajax.interop.export import export
+
+    try:
+        export(args.checkpoint, args.out, step=args.step, max_shard_bytes=int(args.max_shard_gb * 1024**3))
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        print(f"bajax export: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_import(args, overrides) -> int:
+    kind = getattr(args, "kind", "baichuan")
+    try:
+        if kind == "qwen2":
+            from bajax.interop.import_hf import import_qwen2
+
+            import_qwen2(args.src, args.out, config=args.config, overrides=overrides, pad_vocab=args.pad_vocab)
+        elif kind == "whisper":
+            from bajax.interop.import_hf import import_whisper
+
+            import_whisper(args.src, args.out, config=args.config, overrides=overrides)
+        else:
+            from bajax.interop.import_torch import import_torch
+
+            import_torch(args.src, args.out, config=args.config, overrides=overrides, ignore=args.ignore)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        print(f"bajax import-{'hf' if kind != 'baichuan' else 'torch'}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _import_args(p) -> None:
+    p.add_argument("--src", required=True, help="safetensors file or directory (sharded with an index or not)")
+    p.add_argument("--out", required=True, help="run directory to write (config.json, config.py, checkpoints/0)")
+    p.add_argument("--config", default=None, help="base bajax config file (path.py[:arg]); --config.a.b=v overrides")
+    p.add_argument("--ignore", default=None, help="regex of source tensors to skip (baichuan: e.g. visual parts)")
+    p.set_defaults(func=run_import, accepts_overrides=True)
+
+
+def register(subparsers) -> None:
+    if "export" not in subparsers.choices:
+        p = subparsers.add_parser("export", help="run dir -> safetensors in the Baichuan-Audio PyTorch layout")
+        p.add_argument("--checkpoint", required=True, help="the --workdir of a `bajax train` run")
+        p.add_argument("--out", required=True, help="output directory")
+        p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+        p.add_argument("--max-shard-gb", type=float, default=5.0, help="shard size limit (GiB) before splitting")
+        p.set_defaults(func=run_export)
+    if "import-hf" not in subparsers.choices:
+        p = subparsers.add_parser("import-hf", help="Hugging Face Qwen2 / Whisper (or Baichuan layout) -> run dir")
+        p.add_argument("--kind", required=True, choices=KINDS)
+        p.add_argument("--pad-vocab", type=int, default=128, help="qwen2: pad the vocabulary to a multiple of this")
+        _import_args(p)
+    if "import-torch" not in subparsers.choices:
+        p = subparsers.add_parser("import-torch", help="Baichuan-layout safetensors (e.g. an export) -> run dir")
+        _import_args(p)

@@ -1,0 +1,147 @@
+"""Run directories as interop sees them: WORKDIR/config.json + WORKDIR/checkpoints/<step>/state, the train
+state {'step', 'model', 'opt'} (bajax/train/checkpoint.py).
+
+Export reads the checkpoint METADATA (every leaf's path and shape, no data) and then restores only the
+leaves of one tensor group at a time as numpy arrays (Orbax partial restore), so a multi-GB model is never
+loaded whole. Import writes a run directory whose `model` item has exactly the layout of a fresh run of
+the same config, so `bajax train --config.train.init_from=OUT/checkpoints` restores it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from bajax.interop.entries import Path as LeafPath
+
+CONFIG_PY = '''"""Config of the imported run in this directory (config.json beside this file), e.g.
+
+  bajax train --config {dir}/config.py --workdir runs/from_import --config.train.init_from={dir}/checkpoints
+"""
+
+import json
+import os
+
+from bajax.interop.rundir import config_from_dict
+
+
+def get_config(arg: str = ""):
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.json")) as f:
+        return config_from_dict(json.load(f))
+'''
+
+
+def _tuples(value):
+    """JSON lists back to the tuples ConfigDict fields hold (sharding rules, codebook sizes, ...)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def config_from_dict(values: dict):
+    """A validated, locked ConfigDict of `values['kind']` with every key of `values` applied."""
+    from bajax.config import ConfigError, defaults, validate
+
+    cfg = defaults(values.get("kind", ""))
+
+    def fill(node, vals, where):
+        for key, value in vals.items():
+            if key not in node:
+                raise ConfigError(f"config.json: unknown key {where}{key} (valid: {sorted(node.keys())})")
+            if hasattr(node[key], "keys"):
+                fill(node[key], value, f"{where}{key}.")
+            else:
+                node[key] = _tuples(value)
+
+    with cfg.unlocked():
+        fill(cfg, values, "")
+    validate(cfg)
+    return cfg
+
+
+def load_config(run_dir: str | Path):
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no config.json; pass the --workdir of a `bajax train` run")
+    return config_from_dict(json.loads(path.read_text()))
+
+
+def state_dir(run_dir: str | Path, step: int | None = None) -> tuple[int, str]:
+    """(step, absolute path of checkpoints/<step>/state), the latest committed step by default."""
+    ckpt = Path(os.path.abspath(run_dir)) / "checkpoints"
+    steps = sorted(int(p.name) for p in ckpt.glob("*") if p.name.isdigit() and (p / "state").is_dir())
+    if not steps:
+        raise FileNotFoundError(f"{ckpt} holds no checkpoint step with a 'state' item")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise FileNotFoundError(f"{ckpt}: no step {step}; steps present: {steps}")
+    return step, str(ckpt / str(step) / "state")
+
+
+def leaf_shapes(path: str) -> dict[LeafPath, tuple[tuple[int, ...], np.dtype]]:
+    """Every leaf of the 'model' item: path (without nnx's trailing 'value') -> (shape, dtype)."""
+    import orbax.checkpoint as ocp
+
+    meta = ocp.PyTreeCheckpointer().metadata(path)
+    tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
+    out = {}
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, where + (str(k),))
+        elif hasattr(node, "shape"):
+            key = where[:-1] if where and where[-1] == "value" else where
+            out[key] = (tuple(int(d) for d in node.shape), np.dtype(node.dtype))
+
+    if "model" not in tree:
+        raise ValueError(f"{path}: not a bajax train state (no 'model' item)")
+    walk(tree["model"], ())
+    return out
+
+
+def read_leaves(path: str, leaves: list[LeafPath]) -> dict[LeafPath, np.ndarray]:
+    """Only these leaves of the 'model' item, as host numpy arrays (no JAX device memory)."""
+    import orbax.checkpoint as ocp
+
+    item: dict = {}
+    for leaf in leaves:
+        node = item.setdefault("model", {})
+        for k in leaf:
+            node = node.setdefault(k, {})
+        node["value"] = np.zeros((), np.float32)            # placeholder: restore_type decides the type
+    args = {k: v for k, v in item.items()}
+    restore_args = _map(item, lambda _: ocp.RestoreArgs(restore_type=np.ndarray))
+    restored = ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
+        item=args, restore_args=restore_args, partial_restore=True))
+    out = {}
+    for leaf in leaves:
+        node = restored["model"]
+        for k in leaf:
+            node = node[k]
+        out[leaf] = node["value"]
+    return out
+
+
+def _map(tree, fn):
+    return {k: _map(v, fn) for k, v in tree.items()} if isinstance(tree, dict) else fn(tree)
+
+
+def write_run(out_dir: str | Path, cfg, model_state, *, step: int = 0) -> str:
+    """OUT/config.json, OUT/config.py and OUT/checkpoints/<step>/state = {'step', 'model'} (no optimizer
+    state: `train.init_from` reads only 'model'; a new run starts its optimizer fresh)."""
+    import jax.numpy as jnp
+    import orbax.checkpoint as ocp
+
+    out = Path(os.path.abspath(out_dir))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(cfg.to_json_best_effort(indent=2))
+    (out / "config.py").write_text(CONFIG_PY.replace("{dir}", str(out_dir)))
+    mngr = ocp.CheckpointManager(out / "checkpoints", options=ocp.CheckpointManagerOptions(create=True))
+    state = {"step": jnp.asarray(step, jnp.int32), "model": model_state}
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
+    mngr.wait_until_finished()
+    mngr.close()
+    return str(out)
