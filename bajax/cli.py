@@ -22,6 +22,9 @@ COMMANDS = (
     ("plan", "bajax.train.plan_cli"),
     ("generate", "bajax.speech.cli"),
     ("sweep", "bajax.sweep"),
+    ("export", "bajax.interop.cli"),
+    ("import-hf", "bajax.interop.cli"),
+    ("import-torch", "bajax.interop.cli"),
     ("quickstart", "bajax.quickstart"),
 )
 
