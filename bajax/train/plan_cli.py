@@ -54,13 +54,13 @@ def run(args, overrides) -> int:
     if cfg is None:
         return 2
     mesh = {**dict(cfg.mesh), **mesh_override}
-    try:
+    try:  # a bad mesh, or a model that cannot be built from this config (e.g. a missing checkpoint)
         mesh = plan_lib.resolve_mesh(mesh, topology.devices)
         compiled = plan_lib.compile_step(cfg, mesh) if compile_now else None
-    except ValueError as e:
-        print(f"bajax plan: {e}", file=sys.stderr)
+        result = plan_lib.plan(cfg, topology, mesh, mfu=args.mfu, config_name=args.config, compiled=compiled)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"bajax plan: {args.config}: {e}", file=sys.stderr)
         return 2
-    result = plan_lib.plan(cfg, topology, mesh, mfu=args.mfu, config_name=args.config, compiled=compiled)
     print(plan_lib.format_report(result), flush=True)
     if args.json:
         summary = {"config": args.config, "topology": topology.name, "devices": topology.devices,
