@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +51,8 @@ def _tokenizer_decoder(checkpoint: str):
 
 
 def check(model_cfg) -> None:
-    """Fails early (at model build) with a message naming the config key to fix."""
+    """Fails early (at model build) with a message naming the config key to fix. Only validates: building
+    happens inside traces (eval_shape, jit), where restoring a checkpoint is impossible; `preload` loads."""
     source = model_cfg.cond_source
     if source not in SOURCES:
         raise ValueError(f"config model.cond_source={source!r}: must be one of {SOURCES}")
@@ -61,6 +63,15 @@ def check(model_cfg) -> None:
         if not model_cfg.tokenizer_checkpoint:
             raise ValueError(f"{TOKENIZER_REQUIRED}, then set --config.model.tokenizer_checkpoint=RUN_DIR "
                              "(or use --config.model.cond_source=mel16 for a standalone run)")
+        if not os.path.exists(os.path.join(model_cfg.tokenizer_checkpoint, "config.json")):
+            raise ValueError(f"config model.tokenizer_checkpoint={model_cfg.tokenizer_checkpoint!r} is not a "
+                             f"tokenizer run directory (no config.json); {TOKENIZER_REQUIRED}")
+
+
+def preload(model_cfg) -> None:
+    """Restores the frozen tokenizer decoder now, outside any trace, so the traced loss finds it cached."""
+    check(model_cfg)
+    if model_cfg.cond_source == "tokenizer":
         _tokenizer_decoder(model_cfg.tokenizer_checkpoint)
 
 

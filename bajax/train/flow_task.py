@@ -69,4 +69,5 @@ def work_units(batch: dict) -> tuple[str, float]:
 
 
 TASK = Task(name="flow", build_model=build_model, loss_fn=loss_fn, loss_totals=loss_totals,
-            make_dataset=make_dataset, flops_per_step=flops_per_step, work_units=work_units)
+            make_dataset=make_dataset, flops_per_step=flops_per_step, work_units=work_units,
+            setup=conditioning.preload)

@@ -36,6 +36,9 @@ class Task:
     work_units: Callable[[dict], tuple[str, float]]
     # named presets of trainable parameters: {'stage1': {'train_only': (...)}, ...}
     stages: dict = dataclasses.field(default_factory=dict)
+    # model config -> None, run once before anything is traced: loads frozen helper models (the flow
+    # decoder's tokenizer, the tokenizer's alignment LM) that must not be restored inside a trace
+    setup: Callable[[ConfigDict], None] | None = None
 
 
 def get_task(kind: str) -> Task:

@@ -81,6 +81,8 @@ class Trainer:
         self.cfg = cfg
         self.workdir = epath.Path(workdir)  # local or gs://
         self.task = get_task(cfg.kind)
+        if self.task.setup is not None:
+            self.task.setup(cfg.model)
         self.mesh = sharding.make_mesh(dict(cfg.mesh), devices)
         self.rules = sharding.normalize_rules(cfg.sharding.rules)
         freeze_patterns, train_only = freeze.resolve(cfg.train, self.task.stages)
