@@ -110,15 +110,27 @@ class Quickstart:
                             f"model.tokenizer_checkpoint={self.path('1_tokenizer')}"])
 
     def generate(self) -> dict:
-        from bajax.speech.generate import generate_reply
+        import contextlib
+        import io
+
+        from bajax import cli
 
         out = self.path("6_generate")
         out.mkdir(parents=True, exist_ok=True)
-        prompt = held_out_prompt()
-        result = generate_reply(lm=str(self.path("4_lm_stage2")), tokenizer=str(self.path("1_tokenizer")),
-                                flow=str(self.path("5_flow")), audio=str(prompt), out=str(out / "reply.wav"),
-                                seed=self.q.seed)
-        return {"prompt": str(prompt), **result}
+        prompt = write_held_out_prompt(out / "prompt.wav")
+        args = ["generate", "--lm", str(self.path("4_lm_stage2")), "--tokenizer", str(self.path("1_tokenizer")),
+                "--flow", str(self.path("5_flow")), "--audio", str(prompt), "-o", str(out / "reply.wav"),
+                "--seed", str(self.q.seed), "--max-len", str(2 * self.q.seq_len),
+                "--max-frames", str(self.q.reply_frames)]
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            code = cli.main(args)
+        if code != 0:
+            raise RuntimeError(f"bajax {' '.join(args)} failed with exit code {code}")
+        lines = printed.getvalue().strip().splitlines()
+        print(printed.getvalue(), end="", flush=True)
+        return {"prompt": str(prompt), "wav": str(out / "reply.wav"), "png": str(out / "reply.png"),
+                "text": lines[0][:80] if lines else "", "report": lines[-1] if lines else ""}
 
     def export(self) -> dict:
         from bajax.interop.export import export_run
@@ -143,8 +155,10 @@ STAGES = (
 )
 
 
-def held_out_prompt() -> Path:
-    """The first validation-split ASR recording of the embedded corpus (never seen in training)."""
+def write_held_out_prompt(path: Path) -> Path:
+    """The first spoken sentence of the first validation-split document of the embedded corpus (never
+    seen in training), written as a 16 kHz wav: a short spoken prompt for the reply."""
+    from bajax.audio import io as audio_io
     from bajax.data import sources
 
     root = sources.corpus_dir()
@@ -152,7 +166,10 @@ def held_out_prompt() -> Path:
         entry = json.loads(line)
         if entry.get("split") == "valid" and entry["task"] == "asr":
             audio = entry["audio"][0] if isinstance(entry["audio"], list) else entry["audio"]
-            return Path(str(root / audio))
+            wave = audio_io.load(str(root / audio), 16000)
+            first = entry["segments"][0]
+            audio_io.write(str(path), wave[int(first["start"] * 16000):int(first["end"] * 16000)], 16000)
+            return path
     raise FileNotFoundError("the embedded corpus has no validation ASR sample to use as a prompt")
 
 
@@ -220,7 +237,7 @@ SUMMARY_KEYS = {
     "3_lm_stage1": ("loss", "audio_loss", "eval_text_loss"),
     "4_lm_stage2": ("loss", "text_loss", "audio_loss", "eval_text_loss"),
     "5_flow": ("loss", "cfm_loss", "prior_mae"),
-    "6_generate": ("text", "frames", "seconds_of_audio"),
+    "6_generate": ("text",),
     "7_export": ("lm", "tokenizer", "flow"),
 }
 
