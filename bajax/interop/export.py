@@ -57,8 +57,9 @@ def reference_config(cfg) -> dict:
             "max_source_positions": m.max_source_positions, "decoder_layers": m.decoder_layers,
             "decoder_attention_heads": m.decoder_heads, "decoder_ffn_dim": m.decoder_ffn,
             "decoder_kernel_size": m.decoder_kernel, "decoder_stride_size": m.decoder_stride,
+            "decoder_max_positions": m.decoder_positions,
             "vq_config": {"codebook_sizes": list(m.rvq.codebook_sizes)}},
-            "vocoder_config": {"num_mel_bins": m.n_target_mels, "channels": list(m.refine_channels),
+            "vocoder_config": {"num_mel_bins": m.n_target_mels, "channels": list(m.refine_channels) + [m.n_target_mels],
                                "sampling_rate": m.target_sample_rate, "hop_length": m.target_hop}}
     return {"flow_matching_config": {
         "prenet_in_dim": m.cond_dim, "prenet_out_dim": m.n_mels, "prenet_d_model": m.prenet_hidden,
