@@ -98,13 +98,7 @@ class AudioLLM(nnx.Module):
         tokens, positions, segments = batch["tokens"], batch["positions"], batch["segment_ids"]
         x = self.embed(tokens, batch["audio_codes"])
         if cache is None:
-            mask = attention_mask(segments, segments)  # built once, shared by all layers
-
-            def run(layer, h, _):
-                return layer(h, mask, positions)[0], None
-
-            x, _ = self.layers.scan(run, x)
-            return self.norm(x)
+            return self.hidden_from_embeddings(x, positions, segments)
         t = tokens.shape[1]
         cache = write_segments(cache, segments)
         mask = attention_mask(segments, cache.segment_ids, cache.index + jnp.arange(t),
@@ -115,6 +109,17 @@ class AudioLLM(nnx.Module):
 
         x, (k, v) = self.layers.scan(run_cached, x, (cache.k, cache.v))
         return self.norm(x), cache._replace(k=k, v=v, index=cache.index + t)
+
+    def hidden_from_embeddings(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array) -> jax.Array:
+        """Final-normed hidden states [B, T, H] of given input embeddings x [B, T, H] (no cache): the
+        decoder of `hidden`, for callers that build their own inputs (the tokenizer's frozen-LM loss)."""
+        mask = attention_mask(segment_ids, segment_ids)  # built once, shared by all layers
+
+        def run(layer, h, _):
+            return layer(h, mask, positions)[0], None
+
+        x, _ = self.layers.scan(run, sharding.constrain(x, _ACT))
+        return self.norm(x)
 
     def init_cache(self, batch_size: int, max_len: int) -> KVCache:
         return init_cache(batch_size, max_len, self.kv_heads, self.head_dim, layers=self.num_layers,
