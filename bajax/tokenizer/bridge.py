@@ -79,6 +79,12 @@ class Bridge(nnx.Module):
         Train: the RVQ training call (EMA update etc.) and the instance-level replacement curriculum.
         Eval: greedy codes, every sample takes the VQ output.
         """
+        return self.forward(x, enc_lengths, train=train, rng=rng, step=step)[:4]
+
+    def forward(self, x: jax.Array, enc_lengths: jax.Array, *, train: bool = False,
+                rng: jax.Array | None = None, step=0):
+        """`__call__`'s outputs plus the straight-through VQ output of EVERY sample [B, T', pool*d] (fp32),
+        whatever the replacement curriculum chose: the text-alignment loss reads the quantised features."""
         res, mask = self.features(x, enc_lengths)
         if train:
             if rng is None:
@@ -94,7 +100,7 @@ class Bridge(nnx.Module):
             quantized, codes, metrics = self.rvq(res, mask, train=False)
             mixed = quantized
         out = self.proj_decoder(jnp.where(mask[..., None], mixed, 0.0))
-        return constrain(out, ("batch", "length", "embed")), mask, codes, metrics
+        return constrain(out, ("batch", "length", "embed")), mask, codes, metrics, quantized
 
     def encode(self, x: jax.Array, enc_lengths: jax.Array, n_layers: int | None = None, norms=None):
         """Greedy codes [B, T', n] (-1 at padding) and their mask; `norms`: see ResidualVQ.codebook_norms."""

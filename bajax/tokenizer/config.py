@@ -5,6 +5,8 @@ The paper-size values (SPEC sections 1-2) are in the comments; `configs/tokenize
 
 from ml_collections import ConfigDict
 
+from bajax.lm.config import default_model_config as lm_model_config
+
 
 def default_model_config() -> ConfigDict:
     m = ConfigDict()
@@ -67,10 +69,16 @@ def default_model_config() -> ConfigDict:
     m.loss.l2_weight = 1.0
     m.loss.multiscale_weight = 1.0    # the time-pooled terms (lambda1's multi-scale part)
     m.loss.scales = (2, 4)            # time pooling factors of the multi-scale mel loss
-    m.loss.align_weight = 0.0         # text-alignment loss through a frozen LM (lambda2); not implemented yet
+    m.loss.align_weight = 0.0         # text-alignment loss through a frozen LM (lambda2); 0 = no frozen LM
+    #                                   is built (configs/tokenizer/*.py turn it on)
     m.loss.commit = ConfigDict()      # commitment weight lambda3, ramped like model.replace
     m.loss.commit.start = 0.25
     m.loss.commit.end = 0.25
     m.loss.commit.begin = 0
     m.loss.commit.steps = 0
+
+    # The frozen LM of the alignment loss (bajax/tokenizer/align.py): an audio LLM of this shape, randomly
+    # initialised, or the LM run at `align_lm_checkpoint` (its config.json then decides the shape).
+    m.align_lm = lm_model_config()    # paper: a frozen 1.5B LLM
+    m.align_lm_checkpoint = ""        # `bajax train` LM run directory; '' = random frozen LM
     return m

@@ -55,7 +55,7 @@ def load_tokenizer(run_dir: str, step: int | None = None) -> Tokenizer:
     import orbax.checkpoint as ocp
 
     m = _model_config(run_dir)
-    abstract = nnx.eval_shape(lambda: Tokenizer(m, rngs=nnx.Rngs(0)))
+    abstract = nnx.eval_shape(lambda: Tokenizer(m, rngs=nnx.Rngs(0), align=False))  # no frozen LM
     graphdef, state = nnx.split(abstract)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = {"model": jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), state)}

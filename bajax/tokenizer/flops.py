@@ -36,3 +36,18 @@ def train_step_flops(m, code_frames: int, batch: int) -> float:
     """One optimizer step on `batch` utterances of `code_frames` frames: 3x forward, the RVQ search once."""
     f = forward_flops(m, code_frames)
     return batch * (3 * (f["encoder"] + f["bridge"] + f["decoder"]) + f["rvq"])
+
+
+def align_flops(m, code_frames: int, text_len: int) -> float:
+    """Text-alignment loss of ONE utterance in a train step: the trainable projection (3x forward) and the
+    frozen LM over code_frames + text_len positions, forward and backward to its INPUTS only (2x forward:
+    no weight gradients); its lm_head runs on the text positions only."""
+    from bajax.lm.flops import backbone_matmul_params
+    from bajax.tokenizer.align import lm_config
+
+    c = lm_config(m.align_lm, m.align_lm_checkpoint)
+    t = code_frames + text_len
+    head = c.hidden * c.vocab_size
+    layers = 2 * t * (backbone_matmul_params(c) - head) + 2 * 2 * t * t * c.heads * c.head_dim / 2 * c.layers
+    proj = 3 * 2 * code_frames * m.d_model * m.pool * c.hidden
+    return float(proj + 2 * (layers + 2 * text_len * head))

@@ -4,10 +4,11 @@ Lengths (samples N): mel N // 160 -> encoder (mel - 1) // 2 + 1 -> codes enc // 
 100 Hz 8k - 2 -> target grid (hop 256) 5k frames for k codes (training crops are whole 80 ms code frames).
 
 Training (`loss_sums`): reconstruction L1 + L2 on the coarse and the refined mel plus the multi-scale terms,
-and the RVQ commitment loss with its own schedule; the text-alignment loss (a frozen LM on the quantised
-features) is not implemented here yet, so `loss.align_weight` must stay 0. All loss terms are sums divided
-by global-batch totals (`loss_totals`), so gradient accumulation is exact; RVQ EMA state is updated inside the
-forward pass (the trainer carries the mutated non-trainable state out of `value_and_grad`).
+the RVQ commitment loss with its own schedule, and (when `loss.align_weight` > 0) the text-alignment loss:
+the quantised features through a trainable projection into a FROZEN LM, CE on the transcript (align.py).
+All loss terms are sums divided by global-batch totals (`loss_totals`), so gradient accumulation is exact;
+RVQ EMA state is updated inside the forward pass (the trainer carries the mutated non-trainable state out of
+`value_and_grad`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bajax.audio.mel import hifigan_log_mel, whisper_log_mel
+from bajax.tokenizer.align import TextAlignment
 from bajax.tokenizer.bridge import Bridge, ramp
 from bajax.tokenizer.decoder import AudioDecoder
 from bajax.tokenizer.encoder import AudioEncoder, encoder_lengths
@@ -28,9 +30,8 @@ def code_lengths_of(wave_lengths, mel_hop: int = 160, pool: int = 4):
 
 
 class Tokenizer(nnx.Module):
-    def __init__(self, m, *, rngs: nnx.Rngs):
-        if m.loss.align_weight:
-            raise ValueError("model.loss.align_weight > 0: the text-alignment loss is not implemented yet; set 0")
+    def __init__(self, m, *, rngs: nnx.Rngs, align: bool = True):
+        """`align=False` leaves out the alignment branch (projection + frozen LM) for inference."""
         self.n_mels, self.pool, self.mel_hop = m.n_mels, m.pool, m.mel_hop
         self.target = (m.n_target_mels, m.target_hop, m.target_sample_rate)
         lc = m.loss
@@ -42,6 +43,9 @@ class Tokenizer(nnx.Module):
         self.encoder = AudioEncoder.from_config(m, rngs=rngs)
         self.bridge = Bridge(m.d_model, m.pool, m.rvq, replace=m.replace, dtype=jnp.dtype(m.dtype), rngs=rngs)
         self.decoder = AudioDecoder.from_config(m, rngs=rngs)
+        self.align_weight = float(lc.align_weight)
+        self.align = (TextAlignment(m.d_model * m.pool, m.align_lm, m.align_lm_checkpoint, rngs=rngs)
+                      if align and self.align_weight > 0 else None)
 
     # ------------------------------------------------------------------------------------------- pieces
 
@@ -74,10 +78,13 @@ class Tokenizer(nnx.Module):
 
     # ------------------------------------------------------------------------------------------ training
 
-    def loss_sums(self, wave, wave_lengths, *, train: bool, rng=None, step=0):
-        """-> (sums dict for `combine`, metrics dict). Eval (`train=False`): greedy codes, no state change."""
+    def loss_sums(self, wave, wave_lengths, *, train: bool, rng=None, step=0, text_tokens=None,
+                  text_weights=None):
+        """-> (sums dict for `combine`, metrics dict). Eval (`train=False`): greedy codes, no state change.
+        The alignment sums need the transcript (`text_tokens`, `text_weights` [B, L]) of the batch."""
         enc, enc_lengths = self._features(wave, wave_lengths)
-        dec_in, mask, _, metrics = self.bridge(enc, enc_lengths, train=train, rng=rng, step=step)
+        dec_in, mask, _, metrics, quantized = self.bridge.forward(enc, enc_lengths, train=train, rng=rng,
+                                                                  step=step)
         code_lengths = jnp.sum(mask, axis=1).astype(jnp.int32)
         target, target_lengths = self.target_mel(wave, wave_lengths)
         out = self.decoder(dec_in, code_lengths, target_lengths=target_lengths, target_frames=target.shape[1])
@@ -88,6 +95,10 @@ class Tokenizer(nnx.Module):
                 sums[f"{name}_{k}"] = v
         # The RVQ's commitment loss is a mean over this batch's code frames: weight it back into a sum.
         sums["commit"] = metrics["commit_loss"] * jnp.sum(code_lengths).astype(jnp.float32)
+        if self.align is not None:
+            if text_tokens is None or text_weights is None:
+                raise ValueError("model.loss.align_weight > 0 needs the batch's text_tokens and text_weights")
+            sums.update(self.align.ce_sums(quantized, code_lengths, text_tokens, text_weights))
         return sums, metrics
 
     def combine(self, sums: dict, totals: dict, step) -> tuple[jax.Array, dict]:
@@ -104,15 +115,24 @@ class Tokenizer(nnx.Module):
         commit = sums["commit"] / totals["code_frames"]
         cw = self.commit_weight(step)
         parts.update(commit_loss=commit, commit_weight=cw)
-        return loss + cw * commit, parts
+        loss = loss + cw * commit
+        if "align_ce" in sums:
+            n_text = totals["text_tokens"]
+            parts.update(align_loss=sums["align_ce"] / n_text, align_acc=sums["align_correct"] / n_text)
+            loss = loss + self.align_weight * parts["align_loss"]
+        return loss, parts
 
 
-def loss_totals(wave_lengths, m) -> dict:
-    """Normalisers of a global batch from its wave lengths alone (at least 1 each: no NaN on padding)."""
+def loss_totals(wave_lengths, m, text_weights=None) -> dict:
+    """Normalisers of a global batch from its wave lengths (and transcript weights, for the alignment loss);
+    at least 1 each: no NaN on an all-padding batch."""
     codes = code_lengths_of(wave_lengths, m.mel_hop, m.pool)
     frames = jnp.minimum(wave_lengths // m.target_hop, codes * m.pool * 2 * m.mel_hop // m.target_hop)
-    return {"frames": jnp.maximum(jnp.sum(frames).astype(jnp.float32), 1.0),
-            "code_frames": jnp.maximum(jnp.sum(codes).astype(jnp.float32), 1.0)}
+    totals = {"frames": jnp.maximum(jnp.sum(frames).astype(jnp.float32), 1.0),
+              "code_frames": jnp.maximum(jnp.sum(codes).astype(jnp.float32), 1.0)}
+    if text_weights is not None:
+        totals["text_tokens"] = jnp.maximum(jnp.sum(text_weights.astype(jnp.float32)), 1.0)
+    return totals
 
 
 def load_frozen_decoder(run_dir: str):
