@@ -22,6 +22,8 @@ COMMANDS = (
     ("plan", "bajax.train.plan_cli"),
     ("generate", "bajax.speech.cli"),
     ("sweep", "bajax.sweep"),
+    ("encode", "bajax.tokenizer.cli"),
+    ("decode", "bajax.tokenizer.cli"),
     ("export", "bajax.interop.cli"),
     ("import-hf", "bajax.interop.cli"),
     ("import-torch", "bajax.interop.cli"),

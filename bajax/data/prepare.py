@@ -335,21 +335,19 @@ def format_summary(summary: dict) -> str:
 
 
 def load_encoder(path: str):
-    """`--tokenizer PATH` -> encode_fn. A bootstrap quantiser (.npz) works now; tokenizer checkpoints are
-    loaded by `bajax.tokenizer.encode.load_encode_fn(path)` once that module exists."""
+    """`--tokenizer PATH` -> encode_fn: a bootstrap quantiser (.npz), or the run directory of a trained
+    tokenizer (`bajax train --config configs/tokenizer/...`), loaded by `bajax.tokenizer.encode`."""
     if str(path).endswith(".npz"):
         from bajax.audio.io import read_bytes
         from bajax.data.bootstrap_codes import BootstrapQuantiser
 
         return BootstrapQuantiser.from_bytes(read_bytes(path))
+    from bajax.tokenizer.encode import load_encode_fn
+
     try:
-        from bajax.tokenizer.encode import load_encode_fn  # provided by the tokenizer issue
-    except ImportError as e:
-        raise SystemExit(
-            f"--tokenizer {path}: loading tokenizer checkpoints is not available yet in this "
-            "version; pass a bootstrap quantiser .npz or call prepare(encode_fn=...)"
-        ) from e
-    return load_encode_fn(path)
+        return load_encode_fn(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"--tokenizer {path}: {e}") from e
 
 
 def add_prepare_args(parser) -> None:

@@ -1,0 +1,204 @@
+"""`bajax encode` (audio -> RVQ codes) and `bajax decode` (codes -> mel, .npy and a PNG picture).
+
+    bajax encode a.flac b.wav --checkpoint runs/tok_tiny -o codes/      # codes/a.npy int32 [frames, 8]
+    bajax decode codes/*.npy --checkpoint runs/tok_tiny -o mel/         # mel/a.npy [frames, 80], mel/a.png
+
+Both take many files and show a progress bar. A bad file (unreadable audio, codes of the wrong shape or out
+of range) is reported with its name and skipped; the exit code is 1 if any file failed. The cores are the
+functions `encode_files` and `decode_files` (each returns one record per input), so other outputs (e.g. a
+vocoder's wav next to the mel) can be added around them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+COMMANDS = ("encode", "decode")
+
+
+@dataclasses.dataclass
+class FileResult:
+    source: str
+    outputs: dict[str, str] = dataclasses.field(default_factory=dict)   # kind ('codes', 'mel', 'png') -> path
+    error: str | None = None
+    frames: int = 0
+
+
+def _out_path(out_dir: str, source: str, suffix: str) -> str:
+    return os.path.join(out_dir, os.path.splitext(os.path.basename(source))[0] + suffix)
+
+
+def _progress(items, desc: str, show: bool):
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="file", disable=not show, file=sys.stderr)
+
+
+def encode_files(paths: Sequence[str], checkpoint: str, out_dir: str, *, progress: bool = True) -> list[FileResult]:
+    """Each audio file -> OUT_DIR/<stem>.npy, int32 codes [frames, n_codebooks] (12.5 Hz)."""
+    from bajax.audio import io
+    from bajax.tokenizer.encode import load_encode_fn
+
+    encode = load_encode_fn(checkpoint)
+    os.makedirs(out_dir, exist_ok=True)
+    results = []
+    for path in _progress(paths, "encode", progress):
+        r = FileResult(path)
+        try:
+            codes = encode(io.load(path, 16000))
+        except (io.AudioError, ValueError) as e:
+            r.error = str(e) if path in str(e) else f"{path}: {e}"
+        else:
+            r.outputs["codes"] = _out_path(out_dir, path, ".npy")
+            np.save(r.outputs["codes"], codes.astype(np.int32))
+            r.frames = int(codes.shape[0])
+        results.append(r)
+    return results
+
+
+def read_codes(path: str, codebook_sizes: Sequence[int]) -> np.ndarray:
+    """A codes .npy as int32 [frames, m] (m <= n codebooks), or a ValueError naming the file and the fix."""
+    try:
+        codes = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(f"{path}: cannot read a codes .npy file ({e}); pass the output of `bajax encode`") from e
+    if codes.ndim != 2 or not 1 <= codes.shape[1] <= len(codebook_sizes) or codes.shape[0] == 0:
+        raise ValueError(f"{path}: codes must have shape [frames, <= {len(codebook_sizes)}] with frames >= 1, "
+                         f"got {codes.shape}")
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(f"{path}: codes must be integers, got dtype {codes.dtype}")
+    for i in range(codes.shape[1]):
+        lo, hi = int(codes[:, i].min()), int(codes[:, i].max())
+        if lo < 0 or hi >= codebook_sizes[i]:
+            raise ValueError(f"{path}: codebook {i} holds ids in [{lo}, {hi}] but has {codebook_sizes[i]} codes; "
+                             "were these codes made by a different tokenizer?")
+    return codes.astype(np.int32)
+
+
+def save_mel_png(mel: np.ndarray, path: str, title: str = "") -> None:
+    """mel [frames, bins] as an image (time right, frequency up), Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4.0, min(16.0, mel.shape[0] / 40)), 3), dpi=100)
+    im = ax.imshow(mel.T, origin="lower", aspect="auto", interpolation="nearest", cmap="magma")
+    ax.set(xlabel="frame (16 ms)", ylabel="mel bin", title=title)
+    fig.colorbar(im, ax=ax, label="log magnitude")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def load_decoder(checkpoint: str) -> tuple[Callable[[np.ndarray], np.ndarray], tuple[int, ...]]:
+    """(codes [frames, m] -> refined mel [mel frames, 80] numpy, codebook sizes) of a tokenizer run."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from bajax.tokenizer.encode import load_tokenizer
+
+    tok = load_tokenizer(checkpoint)
+    graphdef, state = nnx.split(tok)
+
+    @jax.jit
+    def decode(state, codes):
+        # One utterance, unpadded: the decoder's GroupNorm then sees exactly this utterance.
+        out = nnx.merge(graphdef, state).decode(codes[None], jnp.array([codes.shape[0]], jnp.int32))
+        return out["refined_mel"][0], out["mel_lengths"][0]
+
+    def run(codes: np.ndarray) -> np.ndarray:
+        mel, n = decode(state, jnp.asarray(codes))
+        return np.asarray(mel[: int(n)])
+
+    return run, tok.bridge.rvq.codebook_sizes
+
+
+def decode_files(paths: Sequence[str], checkpoint: str, out_dir: str, *, png: bool = True,
+                 progress: bool = True, decoder=None) -> list[FileResult]:
+    """Each codes .npy -> OUT_DIR/<stem>.npy (refined mel [frames, 80], 62.5 Hz) and <stem>.png.
+    `decoder`: a `load_decoder(checkpoint)` result to reuse."""
+    decode, sizes = decoder or load_decoder(checkpoint)
+    os.makedirs(out_dir, exist_ok=True)
+    results = []
+    for path in _progress(paths, "decode", progress):
+        r = FileResult(path)
+        try:
+            codes = read_codes(path, sizes)
+        except ValueError as e:
+            r.error = str(e)
+            results.append(r)
+            continue
+        mel = decode(codes)
+        r.frames = int(mel.shape[0])
+        r.outputs["mel"] = _out_path(out_dir, path, ".npy")
+        np.save(r.outputs["mel"], mel.astype(np.float32))
+        if png:
+            r.outputs["png"] = _out_path(out_dir, path, ".png")
+            save_mel_png(mel, r.outputs["png"], title=os.path.basename(path))
+        results.append(r)
+    return results
+
+
+def _report(results: list[FileResult], command: str) -> int:
+    failed = [r for r in results if r.error]
+    for r in results:
+        if not r.error:
+            print(f"{r.source} -> {', '.join(r.outputs.values())} ({r.frames} frames)")
+    for r in failed:
+        print(f"bajax {command}: {r.error}", file=sys.stderr)
+    if failed:
+        print(f"bajax {command}: {len(failed)} of {len(results)} files failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _checkpoint_error(command: str, e: Exception) -> int:
+    print(f"bajax {command}: --checkpoint: {e}", file=sys.stderr)
+    return 2
+
+
+def run_encode(args, overrides) -> int:
+    del overrides
+    try:
+        results = encode_files(args.audio, args.checkpoint, args.out, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as e:
+        return _checkpoint_error("encode", e)
+    return _report(results, "encode")
+
+
+def run_decode(args, overrides) -> int:
+    del overrides
+    try:
+        decoder = load_decoder(args.checkpoint)
+    except (FileNotFoundError, ValueError) as e:
+        return _checkpoint_error("decode", e)
+    results = decode_files(args.codes, args.checkpoint, args.out, png=not args.no_png,
+                           progress=not args.no_progress, decoder=decoder)
+    return _report(results, "decode")
+
+
+def register(subparsers) -> None:
+    """Adds `encode` and `decode` (bajax.cli lists this module once per command: add each only once)."""
+    common = {"--checkpoint": "the --workdir of a `bajax train` tokenizer run",
+              "-o": "output directory (created if missing)"}
+    if "encode" not in subparsers.choices:
+        p = subparsers.add_parser("encode", help="audio files -> RVQ codes .npy [frames, 8]")
+        p.add_argument("audio", nargs="+", help="audio files (any rate; resampled to 16 kHz, mono)")
+        p.add_argument("--checkpoint", required=True, help=common["--checkpoint"])
+        p.add_argument("-o", "--out", required=True, help=common["-o"])
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.set_defaults(func=run_encode)
+    if "decode" not in subparsers.choices:
+        p = subparsers.add_parser("decode", help="codes .npy -> reconstructed mel .npy and a PNG picture")
+        p.add_argument("codes", nargs="+", help="codes .npy files written by `bajax encode`")
+        p.add_argument("--checkpoint", required=True, help=common["--checkpoint"])
+        p.add_argument("-o", "--out", required=True, help=common["-o"])
+        p.add_argument("--no-png", action="store_true", help="write only the .npy mel")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.set_defaults(func=run_decode)
