@@ -64,6 +64,8 @@ def reference_config(cfg) -> dict:
     return {"flow_matching_config": {
         "prenet_in_dim": m.cond_dim, "prenet_out_dim": m.n_mels, "prenet_d_model": m.prenet_hidden,
         "prenet_attention_heads": m.prenet_heads, "prenet_ffn_dim": m.prenet_ffn, "prenet_nlayers": m.prenet_layers,
+        "prenet_in_hidden": m.prenet_in_hidden, "prenet_norm_eps": m.prenet_norm_eps, "norm_eps": m.norm_eps,
+        "time_embed_dim": m.time_hidden, "ffn_dim": m.ffn,
         "in_channels": m.n_mels, "channels": [m.channels], "attention_head_dim": m.head_dim,
         "n_blocks": m.transformer_blocks, "num_mid_blocks": m.mid_blocks, "num_heads": m.heads,
         "diffusion_steps": m.sample_steps, "static_chunk_size": m.chunk,
