@@ -17,7 +17,8 @@ import sys
 
 # (command, module providing `register`), in the order `bajax --help` shows them.
 COMMANDS = (
-    ("train", "bajax.train.cli"),          # train, evaluate
+    ("train", "bajax.train.cli"),
+    ("evaluate", "bajax.train.cli"),
     ("prepare", "bajax.data.cli"),
     ("plan", "bajax.train.plan_cli"),
     ("generate", "bajax.speech.cli"),
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bajax", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for _, module in COMMANDS:
+    for module in dict.fromkeys(module for _, module in COMMANDS):  # a module may add several commands
         importlib.import_module(module).register(sub)
     return parser
 

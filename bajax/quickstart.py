@@ -133,12 +133,12 @@ class Quickstart:
                 "text": lines[0][:80] if lines else "", "report": lines[-1] if lines else ""}
 
     def export(self) -> dict:
-        from bajax.interop.export import export_run
+        from bajax.interop.export import export
 
         out = {}
         for stage, name in (("1_tokenizer", "tokenizer"), ("4_lm_stage2", "lm"), ("5_flow", "flow")):
             target = self.path("7_export") / name
-            export_run(str(self.path(stage)), str(target))
+            export(str(self.path(stage)), str(target), log=lambda *a: None)
             out[name] = str(target)
         return out
 
