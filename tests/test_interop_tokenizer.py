@@ -54,7 +54,7 @@ def test_codes_identical_and_mel_matches(tok_run):
 
     out_j = model.decode(codes, jnp.sum(mask, axis=1).astype(jnp.int32))
     with torch.no_grad():
-        refined, coarse, hidden = t.audio_decoder(t.audio_bridge_model.decode(torch.from_numpy(np.asarray(codes))))
+        refined, coarse, hidden = t.audio_decoder(t.audio_bridge_model.decode(torch.from_numpy(np.array(codes))))
     for name, got, want in (("hidden", out_j["hidden_states_before_dconv2"], hidden),
                             ("coarse", out_j["coarse_mel"], coarse), ("refined", out_j["refined_mel"], refined)):
         want = want.numpy()
