@@ -66,14 +66,16 @@ class Quickstart:
                 f"data.seq_len={self.q.seq_len}"]
 
     def tokenizer_codebook_sizes(self) -> tuple[int, ...]:
-        cfg = json.loads((self.path("1_tokenizer") / "config.json").read_text())
-        return tuple(cfg["model"]["rvq"]["codebook_sizes"])
+        """The tokenizer's codebook sizes, known before it trains: the LLM's audio tables (born in stage 0,
+        so stage 1 can start from that checkpoint) must have exactly these sizes."""
+        return tuple(self._config("configs/tokenizer/tiny.py", []).model.rvq.codebook_sizes)
 
     # -- stages -----------------------------------------------------------------------------------------
     def text_lm(self) -> dict:
         q = self.q
         return self._train("0_text_lm", "configs/lm/tiny.py:text",
-                           [f"train.steps={q.text_steps}", f"data.seq_len={q.seq_len}", "train.eval_batches=0"])
+                           [f"train.steps={q.text_steps}", f"data.seq_len={q.seq_len}", "train.eval_batches=0",
+                            f"model.codebook_sizes={self.tokenizer_codebook_sizes()}"])
 
     def tokenizer(self) -> dict:
         q = self.q
@@ -88,7 +90,9 @@ class Quickstart:
         summary = prepare.prepare(str(manifest), str(self.path("2_prepare")),
                                   encode_fn=load_encode_fn(str(self.path("1_tokenizer"))),
                                   workers=self.q.prepare_workers, progress=not self.quiet)
-        return {"hours": summary.get("hours"), "samples": summary.get("samples")}
+        tasks = summary["tasks"].values()
+        return {"samples": sum(t["samples"] for t in tasks), "hours": round(sum(t["hours"] for t in tasks), 3),
+                "rejected": sum(summary["rejected"].values())}
 
     def lm_stage1(self) -> dict:
         return self._train("3_lm_stage1", "configs/lm/tiny.py:stage1",
@@ -233,11 +237,11 @@ def summarize(qs: Quickstart, results: dict) -> str:
 SUMMARY_KEYS = {
     "0_text_lm": ("loss", "eval_text_loss"),
     "1_tokenizer": ("loss", "mel_loss", "commit_loss", "eval_mel_mae"),
-    "2_prepare": ("hours", "samples"),
+    "2_prepare": ("samples", "hours", "rejected"),
     "3_lm_stage1": ("loss", "audio_loss", "eval_text_loss"),
     "4_lm_stage2": ("loss", "text_loss", "audio_loss", "eval_text_loss"),
     "5_flow": ("loss", "cfm_loss", "prior_mae"),
-    "6_generate": ("text",),
+    "6_generate": ("report",),
     "7_export": ("lm", "tokenizer", "flow"),
 }
 

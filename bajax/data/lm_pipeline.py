@@ -119,7 +119,8 @@ def lm_dataset(
     """Host-local LM batches `[batch_size, seq_len]` (bajax/lm/batch.py). See the module docstring."""
     seq_len = int(seq_len or data_cfg.seq_len)
     root = sources.resolve(data_cfg)
-    sources.check_codebooks(root, codebook_sizes)
+    if any(w > 0 and t != TEXT_ONLY for t, w in data_cfg.mixture.items()):  # text-only data has no codes
+        sources.check_codebooks(root, codebook_sizes)
     text_lib.make(data_cfg.text_tokenizer, vocab=vocab, vocab_size=vocab_size)  # fail early on a bad spec
     ds = lm_records(
         data_cfg, process_index=process_index, process_count=process_count, split=split, root=root

@@ -91,7 +91,22 @@ def load_encode_fn(run_dir: str):
         codes, n = encode(state, jnp.asarray(padded), jnp.asarray(len(wave), jnp.int32))
         return np.asarray(codes[0, : int(n[0])])
 
+    # Prepared shards record which quantiser made their codes and its codebook sizes; the LM pipeline checks
+    # them against the model config, and a changed tokenizer invalidates finished shards.
+    encode_fn.codebook_sizes = tuple(int(c) for c in _model_config(run_dir).rvq.codebook_sizes)
+    encode_fn.name = f"bajax-tokenizer:{os.path.abspath(run_dir)}@{int(tok_step(run_dir))}"
     return encode_fn
+
+
+def tok_step(run_dir: str) -> int:
+    """The newest checkpoint step of a tokenizer run (what `load_tokenizer` restores by default)."""
+    import orbax.checkpoint as ocp
+
+    mngr = ocp.CheckpointManager(os.path.abspath(os.path.join(run_dir, "checkpoints")),
+                                 options=ocp.CheckpointManagerOptions(create=False))
+    step = mngr.latest_step()
+    mngr.close()
+    return -1 if step is None else step
 
 
 @functools.cache
