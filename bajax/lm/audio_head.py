@@ -28,12 +28,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bajax import sharding
 from bajax.layers.attention import Attention
 from bajax.layers.linear import Embedding, Linear, fan_in_init
 from bajax.layers.norms import RMSNorm
 from bajax.layers.stack import Stack
 
 DEPTH = 8
+_DEPTH_ACT = ("depth", "batch", "embed")  # logical axes of the head's [8, N, H] activations
 NEG_INF = -1e30  # finite: masked scores vanish after softmax without inf arithmetic
 
 
@@ -88,9 +90,10 @@ class AudioHeadLayer(nnx.Module):
         return attn.o_proj(jnp.einsum("nhqk,knhd->qnhd", probs, v))
 
     def __call__(self, x: jax.Array, causal: jax.Array) -> jax.Array:
+        x = sharding.constrain(x, _DEPTH_ACT)
         r = x + self.attend(self.layernorm1(x), causal)
         r = self.layernorm2(r)
-        return r + self.ffn(r)
+        return sharding.constrain(r + self.ffn(r), _DEPTH_ACT)
 
 
 class AudioHead(nnx.Module):
@@ -117,7 +120,9 @@ class AudioHead(nnx.Module):
             e = tables[j](codes[:, j]).astype(self.dtype)
             total = e if total is None else total + e
             x.append(total)
-        return jnp.stack(x, axis=0)
+        # The N = B*T frames are the batch: without this constraint XLA keeps the depth-major activations of
+        # the GLOBAL batch on every device (1.5 TB per chip for the 7B recipe, see launch/README.md).
+        return sharding.constrain(jnp.stack(x, axis=0), _DEPTH_ACT)
 
     def __call__(self, h: jax.Array, codes: jax.Array, tables: Sequence[Embedding],
                  num_positions: int = DEPTH) -> list[jax.Array]:
