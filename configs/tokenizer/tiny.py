@@ -23,14 +23,14 @@ from bajax.config import defaults
 
 def get_config():
     c = defaults("tokenizer")
-    c.train.steps = 300
+    c.train.steps = 600
     c.train.batch_size = 8
-    c.train.eval_every = 300              # once, at the end: eval_mel_mae on the held-out split
+    c.train.eval_every = 300              # halfway and at the end: eval_mel_mae on the held-out split
     c.train.eval_batches = 0              # the whole held-out split (every 10th corpus document)
-    c.optim.lr = 2e-3
+    c.optim.lr = 3e-3
     c.optim.warmup_steps = 20
     c.optim.weight_decay = 0.01
-    c.checkpoint.every = 100
+    c.checkpoint.every = 200
     c.metrics.log_every = 10
     c.metrics.tensorboard = False
 
@@ -39,9 +39,9 @@ def get_config():
 
     m = c.model                           # the tiny shape is the default model section
     m.rvq.restart_after = 20              # short run: restart codes unused for 20 steps
-    m.replace.steps = 150                 # 10% -> 100% VQ output over the first half
+    m.replace.steps = 100                 # 10% -> 100% VQ output over the first 100 steps
     m.loss.align_weight = 0.1             # lambda2
     m.loss.commit.start = 0.05            # lambda3 ramps up while the codebooks settle
     m.loss.commit.end = 0.25
-    m.loss.commit.steps = 150
+    m.loss.commit.steps = 100
     return c
