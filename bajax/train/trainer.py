@@ -153,15 +153,26 @@ class Trainer:
         With `train.eval_tasks` set, the held-out data holds only those tasks (e.g. ('text',): the text-only
         loss that tells whether audio training preserved language ability)."""
         eval_fn = eval_fn or self.compiled_eval()
+        limit = self.cfg.train.eval_batches
+        if jax.process_count() > 1 and limit <= 0:
+            raise ValueError("with several processes set train.eval_batches > 0: every process must run the same "
+                             "number of evaluation steps, and their held-out shards differ in length")
         sums: dict[str, float] = {}
-        n = 0
-        for batch in self.eval_dataset():
+        n, last = 0, None
+        batches = iter(self.eval_dataset())
+        while limit <= 0 or n < limit:
+            batch = next(batches, None)
+            if batch is None:
+                if jax.process_count() == 1 or last is None:
+                    break
+                # This process's shard ran out before the others': it joins the remaining global steps with
+                # all-padding rows (segment 0, zero weights), which add nothing to the global sums.
+                batch = jax.tree.map(np.zeros_like, last)
+            last = batch
             metrics = jax.device_get(eval_fn(state, sharding.to_global(batch, self.mesh)))
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             n += 1
-            if n == self.cfg.train.eval_batches:
-                break
         if n == 0:
             raise ValueError(f"data.eval_split={self.cfg.data.eval_split!r} yielded no batch to evaluate on")
         return {f"eval_{k}": v / n for k, v in sums.items()}
