@@ -50,9 +50,16 @@ def child_env(devices: int) -> dict:
                           "--xla_cpu_collective_call_terminate_timeout_seconds=900")
 
 
-def bajax_train(workdir, overrides, *extra, devices: int, **popen) -> subprocess.Popen:
+TOKENIZER = str(ROOT / "configs" / "tokenizer" / "tiny.py")
+# The tokenizer's EMA statistics are sums over the global batch, so they cross processes; the reference
+# padding mode normalises the decoder over the global batch too. Small crops keep the test fast.
+TOKENIZER_FAST = ["metrics.log_every=1", "metrics.tensorboard=false", "optim.warmup_steps=2",
+                  "checkpoint.every=2", "train.eval_every=0", "data.audio.crop_seconds=1.28"]
+
+
+def bajax_train(workdir, overrides, *extra, devices: int, config: str = TINY, **popen) -> subprocess.Popen:
     env = child_env(devices)
-    cmd = [sys.executable, "-m", "bajax.cli", "train", "--config", TINY, "--workdir", str(workdir),
+    cmd = [sys.executable, "-m", "bajax.cli", "train", "--config", config, "--workdir", str(workdir),
            *[f"--config.{o}" for o in overrides], *extra]
     return subprocess.Popen(cmd, env=env, cwd=ROOT, text=True, **popen)
 
@@ -182,8 +189,38 @@ def test_sigterm_to_one_process_stops_all_at_the_same_step(tmp_path):
     assert {p.name for p in (step_dir / "data_iter").iterdir()} >= {"process_0-of-2.json", "process_1-of-2.json"}
 
 
+def test_tokenizer_two_processes_equal_one(tmp_path):
+    """The tokenizer on 2 processes x 4 devices (EMA codebook statistics summed across processes) gives the
+    losses of 1 process x 8 devices fed the same global batches."""
+    overrides = TOKENIZER_FAST + ["train.steps=3", "mesh.data=1", "mesh.fsdp=-1"]
+    port = free_port()
+    procs = [bajax_train(tmp_path / "mh", overrides, "--coordinator", f"127.0.0.1:{port}", "--num-processes",
+                         "2", "--process-id", str(i), devices=4, config=TOKENIZER, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT) for i in range(2)]
+    outs = [p.communicate(timeout=1200)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    two = [r["loss"] for r in read_jsonl(tmp_path / "mh" / "metrics.jsonl")]
+    assert len(two) == 3
+    ref = subprocess.run([sys.executable, __file__, "tokenizer", str(tmp_path / "one")], env=child_env(8),
+                         cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
+    got = json.loads((tmp_path / "one" / "reference.json").read_text())
+    np.testing.assert_allclose(got["fresh"], two, rtol=1e-5)
+
+
+def tokenizer_reference(workdir: str) -> None:
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(load(TOKENIZER, TOKENIZER_FAST + ["train.steps=3", "mesh.data=2", "mesh.fsdp=4"]), workdir)
+    with trainer.scope():
+        fresh = losses_of(trainer, trainer.fresh_state(), two_shard_batches(trainer), 3)
+    (Path(workdir) / "reference.json").write_text(json.dumps({"fresh": fresh}))
+
+
 if __name__ == "__main__":
     import absl.flags
 
     absl.flags.FLAGS.mark_as_parsed()
-    reference(*sys.argv[1:3])
+    if sys.argv[1] == "tokenizer":
+        tokenizer_reference(sys.argv[2])
+    else:
+        reference(*sys.argv[1:3])
