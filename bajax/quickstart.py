@@ -125,7 +125,7 @@ class Quickstart:
         args = ["generate", "--lm", str(self.path("4_lm_stage2")), "--tokenizer", str(self.path("1_tokenizer")),
                 "--flow", str(self.path("5_flow")), "--audio", str(prompt), "-o", str(out / "reply.wav"),
                 "--seed", str(self.q.seed), "--max-len", str(2 * self.q.seq_len),
-                "--max-frames", str(self.q.reply_frames)]
+                "--max-frames", str(self.q.reply_frames), "--min-audio-frames", str(self.q.reply_frames // 2)]
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
             code = cli.main(args)

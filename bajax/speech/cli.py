@@ -115,7 +115,8 @@ def _run(args) -> int:
     t1 = time.perf_counter()
     out = gen.run(lm.model, tok, tokens, codes, key=jax.random.key(args.seed), audio_sampling=audio_sampling,
                   text_sampling=text_sampling, cache=not args.no_cache,
-                  limits=Limits(max_len=max_len, max_frames=args.max_frames, max_text_tokens=args.max_text_tokens))
+                  limits=Limits(max_len=max_len, max_frames=args.max_frames, max_text_tokens=args.max_text_tokens,
+                                min_audio_frames=args.min_audio_frames))
     t2 = time.perf_counter()
     frames = len(out.frames)
     n_segments = sum(1 for s in out.segments if len(s.codes))
@@ -171,6 +172,8 @@ def register(sub) -> None:
                    help="prompt + generated tokens (default: the LM's training data.seq_len)")
     p.add_argument("--max-frames", type=int, default=limits.max_frames, help="frames per audio segment (12.5 Hz)")
     p.add_argument("--max-text-tokens", type=int, default=limits.max_text_tokens, help="tokens per text segment")
+    p.add_argument("--min-audio-frames", type=int, default=limits.min_audio_frames,
+                   help="speak at least this many frames: an earlier end-of-text starts an audio segment instead")
     p.add_argument("--steps", type=int, default=10, help="flow Euler steps")
     p.add_argument("--guidance", type=float, default=0.7, help="classifier-free guidance of the flow decoder")
     p.add_argument("--gl-iters", type=int, default=32, help="Griffin-Lim iterations")

@@ -49,6 +49,7 @@ class Limits:
     max_len: int = 1024          # prompt + generated tokens (= KV cache size)
     max_frames: int = 500        # frames per audio segment (40 s at 12.5 Hz; the reference demo's 500)
     max_text_tokens: int = 50    # tokens per text segment (the reference demo's 50)
+    min_audio_frames: int = 0    # an end-of-text before this many frames were spoken starts speaking instead
 
 
 @dataclasses.dataclass
@@ -234,6 +235,7 @@ def run(model, tok, prompt_tokens: np.ndarray, prompt_codes: np.ndarray, *, key:
     in_audio = tokens[-1] == gen_start
     segments, text_ids, stop = [], [], None
     step = 0
+    spoken = 0  # frames generated so far
     while stop is None:
         if not in_audio:
             text_ids = []
@@ -244,8 +246,10 @@ def run(model, tok, prompt_tokens: np.ndarray, prompt_codes: np.ndarray, *, key:
                 step += 1
                 t = int(_sample_text(graphdef, state, h, jax.random.fold_in(key, step), text_history(), text_sampling,
                                      allowed)[0])
-                if t == eos:
+                if t == eos and spoken >= limits.min_audio_frames:
                     stop = "eos"
+                    break
+                if t == eos:  # a reply must speak: too early to end, so the LM starts an audio segment
                     break
                 if t == gen_start:
                     break
@@ -269,6 +273,7 @@ def run(model, tok, prompt_tokens: np.ndarray, prompt_codes: np.ndarray, *, key:
                 break
             history[0, len(frames)] = frame
             frames.append(frame)
+            spoken += 1
             h = push(pad, frame)
         h = push(gen_end)
         segments.append(Segment(tok.decode(text_ids),
