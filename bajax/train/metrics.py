@@ -24,9 +24,10 @@ class MetricsWriter:
     logging interval (the first interval includes compilation and is not timed).
     """
 
-    def __init__(self, workdir: str, *, tensorboard: bool = True, enabled: bool | None = None,
+    def __init__(self, workdir: str, *, tensorboard: bool = True, enabled: bool | None = None, echo: bool = True,
                  flops_per_step: float = 0.0, peak_flops: float = 0.0, unit: str = "tokens"):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
+        self.echo = echo  # print a console line per logged step (files are written either way)
         self.path = Path(workdir) / "metrics.jsonl"
         self.flops_per_step, self.peak_flops, self.unit = flops_per_step, peak_flops, unit
         self._tb = None
@@ -74,7 +75,8 @@ class MetricsWriter:
             for k, v in values.items():
                 if math.isfinite(v):
                     self._tb.add_scalar(k, v, step)
-        print(format_line(record), flush=True)
+        if self.echo:
+            print(format_line(record), flush=True)
 
     def close(self) -> None:
         self.flush()

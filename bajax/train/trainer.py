@@ -216,7 +216,7 @@ class Trainer:
                                        keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
         peak_total = peak.device_peak(cfg.metrics.peak_flops) * jax.device_count()  # probe outside the mesh
         writer = MetricsWriter(str(self.workdir), tensorboard=cfg.metrics.tensorboard,
-                               enabled=None if not quiet else False, flops_per_step=self.task.flops_per_step(cfg),
+                               echo=not quiet, flops_per_step=self.task.flops_per_step(cfg),
                                peak_flops=peak_total)
         with self.scope(), _StopSignal() as stop:
             data_iter = iter(self.dataset("train"))
