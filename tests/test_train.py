@@ -80,6 +80,10 @@ def test_grad_accumulation_equals_larger_batch(tmp_path):
     _, p4, l4, _ = run_steps(Trainer(tiny("train.grad_accum=4"), str(tmp_path / "b")), 2)
     np.testing.assert_allclose(l4, l1, rtol=1e-5)
     for name in p1:
+        # A key bias shifts every score of a query by the same amount, so softmax makes its true gradient
+        # exactly 0; Adam then divides pure round-off by its own square root, so those updates are noise.
+        if name.endswith("k_proj/bias"):
+            continue
         np.testing.assert_allclose(p4[name], p1[name], rtol=1e-4, atol=1e-6, err_msg=name)
 
 
