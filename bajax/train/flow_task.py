@@ -15,7 +15,7 @@ import numpy as np
 from bajax.flow import conditioning
 from bajax.flow import flops as flow_flops
 from bajax.flow.model import FlowDecoder
-from bajax.train.task import Task
+from bajax.train.task import Task, rows_per_process
 
 MEL_RATE = 50.0   # 24 kHz mel frames per second (hop 480)
 
@@ -46,10 +46,7 @@ def build_model(model_cfg, rngs):
 def make_dataset(cfg, process_index: int, process_count: int, split: str):
     from bajax.data.pipeline import audio_dataset
 
-    if cfg.train.batch_size % process_count:
-        raise ValueError(f"train.batch_size={cfg.train.batch_size} must be divisible by the "
-                         f"{process_count} processes")
-    return audio_dataset(cfg.data, batch_size=cfg.train.batch_size // process_count, kind="flow",
+    return audio_dataset(cfg.data, batch_size=rows_per_process(cfg.train, process_count), kind="flow",
                          process_index=process_index, process_count=process_count, split=split)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 from bajax.lm import flops as lm_flops
 from bajax.lm.losses import lm_loss, loss_totals
 from bajax.lm.model import AudioLLM
-from bajax.train.task import Task
+from bajax.train.task import Task, rows_per_process
 
 # Paper section 3.3.1: stage 1 trains only the audio embeddings and the audio head (LLM frozen);
 # stage 2 trains everything except the text embedding and the LM head.
@@ -34,11 +34,8 @@ def build_model(model_cfg, rngs):
 def make_dataset(cfg, process_index: int, process_count: int, split: str):
     from bajax.data.pipeline import lm_dataset
 
-    if cfg.train.batch_size % process_count:
-        raise ValueError(f"train.batch_size={cfg.train.batch_size} must be divisible by the "
-                         f"{process_count} processes")
     m = cfg.model
-    return lm_dataset(cfg.data, batch_size=cfg.train.batch_size // process_count, seq_len=cfg.data.seq_len,
+    return lm_dataset(cfg.data, batch_size=rows_per_process(cfg.train, process_count), seq_len=cfg.data.seq_len,
                       vocab=m.vocab, vocab_size=m.vocab_size, codebook_sizes=tuple(m.codebook_sizes),
                       process_index=process_index, process_count=process_count, split=split)
 

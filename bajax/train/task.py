@@ -41,6 +41,14 @@ class Task:
     setup: Callable[[ConfigDict], None] | None = None
 
 
+def rows_per_process(train_cfg, process_count: int) -> int:
+    """The host-local rows of a global batch; every process feeds the same number."""
+    if train_cfg.batch_size % process_count:
+        raise ValueError(f"train.batch_size={train_cfg.batch_size} must be divisible by the "
+                         f"{process_count} processes")
+    return train_cfg.batch_size // process_count
+
+
 def get_task(kind: str) -> Task:
     if kind == "lm":
         from bajax.train.lm_task import TASK

@@ -28,7 +28,7 @@ from bajax.tokenizer import flops as tok_flops
 from bajax.tokenizer.config import default_model_config
 from bajax.tokenizer.model import Tokenizer
 from bajax.tokenizer.model import loss_totals as model_totals
-from bajax.train.task import Task
+from bajax.train.task import Task, rows_per_process
 
 SAMPLE_RATE = 16000
 # `loss_totals` sees only the batch, so it uses the SPEC's fixed frame grids; build_model checks the config.
@@ -73,10 +73,7 @@ def setup(model_cfg) -> None:
 def make_dataset(cfg, process_index: int, process_count: int, split: str):
     from bajax.data.pipeline import audio_dataset
 
-    if cfg.train.batch_size % process_count:
-        raise ValueError(f"train.batch_size={cfg.train.batch_size} must be divisible by the "
-                         f"{process_count} processes")
-    return audio_dataset(cfg.data, batch_size=cfg.train.batch_size // process_count, kind="tokenizer",
+    return audio_dataset(cfg.data, batch_size=rows_per_process(cfg.train, process_count), kind="tokenizer",
                          process_index=process_index, process_count=process_count, split=split)
 
 
