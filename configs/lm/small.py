@@ -17,7 +17,8 @@ def get_config(stage: str = ""):
     m.mlp = 1728
     m.codebook_sizes = (1024,) * 8
     m.audio_head_heads = 5            # hidden / 128, as the reference
-    m.scan_layers = False             # 12 layers: an unrolled loop runs 1.2x faster on CPU than lax.scan (bench/RESULTS_lm.md)
+    # 12 layers: an unrolled loop runs 1.2x faster on CPU than lax.scan (bench/RESULTS_lm.md).
+    m.scan_layers = False
     c.train.steps = 2000
     c.train.batch_size = 8
     c.train.stage = stage
