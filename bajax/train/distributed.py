@@ -149,3 +149,40 @@ def add_args(parser) -> None:
 
 def initialize_from_args(args) -> Layout:
     return initialize(detect(args.coordinator, args.num_processes, args.process_id, cluster=args.cluster))
+
+
+_barriers: dict[str, int] = {}
+
+
+def barrier(name: str, timeout_s: int = 3600) -> None:
+    """Every process waits here until all arrive, through the coordination service (no device collective,
+    so no gloo/NCCL timeout; one process may be minutes behind). A no-op in a single process."""
+    import jax
+    from jax._src import distributed as jax_distributed  # the client is not public API (Orbax uses it too)
+
+    if jax.process_count() == 1:
+        return
+    _barriers[name] = _barriers.get(name, 0) + 1              # barrier ids must be unique per use
+    jax_distributed.global_state.client.wait_at_barrier(f"bajax:{name}:{_barriers[name]}", timeout_s * 1000)
+
+
+def compiled_together(jitted, name: str):
+    """`jitted`, but with several processes each new input signature is compiled ahead of time and the
+    processes meet at a barrier before running it. Why: compile time differs between hosts (or between
+    processes sharing an overloaded machine), and CPU collectives give up if a peer is more than ~30 s late
+    to the first one (gloo's context set-up deadline); waiting at a barrier has no such limit."""
+    import jax
+
+    if jax.process_count() == 1:
+        return jitted
+    cache: dict = {}
+
+    def call(*args):
+        leaves, treedef = jax.tree.flatten(args)
+        key = (treedef, tuple((getattr(x, "shape", None), str(getattr(x, "dtype", type(x)))) for x in leaves))
+        if key not in cache:
+            cache[key] = jitted.lower(*args).compile()
+            barrier(f"compiled {name}")
+        return cache[key](*args)
+
+    return call

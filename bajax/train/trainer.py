@@ -21,7 +21,7 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from bajax import sharding
-from bajax.train import checkpoint, freeze, optim, peak
+from bajax.train import checkpoint, distributed, freeze, optim, peak
 from bajax.train.metrics import MetricsWriter
 from bajax.train.step import init_state, make_train_step, state_shardings
 from bajax.train.task import get_task
@@ -131,8 +131,9 @@ class Trainer:
     def compiled_step(self):
         step = make_train_step(self.task, self.graphdef, self.tx, self.is_trainable, seed=self.cfg.seed,
                                grad_accum=self.cfg.train.grad_accum, lr_schedule=self.lr_schedule)
-        return jax.jit(step, in_shardings=(self.state_shardings, None), out_shardings=(self.state_shardings, None),
-                       donate_argnums=0)
+        jitted = jax.jit(step, in_shardings=(self.state_shardings, None),
+                         out_shardings=(self.state_shardings, None), donate_argnums=0)
+        return distributed.compiled_together(jitted, "train_step")
 
     def compiled_eval(self):
         """Jitted `(state, batch) -> metrics` of the loss on held-out data (no gradients, no updates;
@@ -146,7 +147,7 @@ class Trainer:
             loss, metrics = task.loss_fn(model, batch, jax.random.key(0), totals)
             return {**metrics, "loss": loss}
 
-        return jax.jit(evaluate, in_shardings=(self.state_shardings, None))
+        return distributed.compiled_together(jax.jit(evaluate, in_shardings=(self.state_shardings, None)), "eval_step")
 
     def evaluate(self, state, eval_fn=None) -> dict[str, float]:
         """Mean metrics over `train.eval_batches` batches (0 = all) of the held-out split, prefixed `eval_`.
