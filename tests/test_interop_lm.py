@@ -85,6 +85,20 @@ def test_export_names_are_reference_names(lm_run):
     assert not any("q_proj" in n or "kernel" in n for n in names)
 
 
+def test_stacked_leaves_are_stored_and_read_per_layer(lm_run):
+    """What keeps export memory at one tensor: a stacked leaf is chunked per layer, and a one-layer read
+    returns exactly that layer of the restored leaf."""
+    _, _, run, _, summary = lm_run
+    _, sdir = rundir.state_dir(run)
+    leaf = ("layers", "layers", "mlp", "gate_proj", "kernel")
+    reader = rundir.LeafReader(sdir)
+    store = reader._open(leaf)
+    assert store.shape[0] == 2 and store.chunk_layout.read_chunk.shape == (1, *store.shape[1:])
+    whole = rundir.read_leaves(sdir, [leaf])[leaf]
+    np.testing.assert_array_equal(reader.read(leaf, (1,)), whole[1])
+    assert 0 < summary["largest_tensor_bytes"] < summary["bytes"]
+
+
 def test_export_then_import_is_bitwise(lm_run, tmp_path):
     _, _, run, out, _ = lm_run
     back = import_torch(str(out), str(tmp_path / "back"), log=None)

@@ -3,13 +3,13 @@
 The run's kind decides the component: lm -> model.* / lm_head / audio_head.*; tokenizer -> audio_tokenizer.*
 (encoder, bridge with the codebook EMA buffers, decoder, refine net); flow -> the flow decoder keys
 (audio_tokenizer.audio_flow_matching_decoder.*). Streaming: the output plan comes from checkpoint metadata,
-then one tensor group at a time is restored, converted and appended (peak host memory ~ the largest group).
+then one tensor at a time is read (its sources as per-layer TensorStore slices), converted and appended, so
+peak host memory is ~ the largest exported tensor with its sources.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -86,29 +86,25 @@ def export(run_dir: str, out_dir: str, *, step: int | None = None,
     if unmapped:
         raise ValueError(f"{run_dir}: checkpoint leaves with no reference name: {unmapped[:5]} "
                          f"({len(unmapped)} in all); the layout in bajax/interop does not know them")
-    grouped = ent.groups(entries)
-    plan = []
-    for group in grouped:
-        for e in group:
-            dtype = meta[e.srcs[0].path][1] if e.srcs else e.rule.to_torch([]).dtype
-            plan.append((e.name, e.torch_shape(shapes), dtype))
+    plan = [(e.name, e.torch_shape(shapes), meta[e.srcs[0].path][1] if e.srcs else e.rule.to_torch([]).dtype)
+            for e in entries]
     meta_header = {"bajax_kind": cfg.kind, "bajax_step": str(step)}
     writer = ShardedWriter(out_dir, plan, max_shard_bytes=max_shard_bytes, metadata=meta_header)
+    reader = rundir.LeafReader(sdir)
     largest = 0
-    for group in grouped:
-        leaves = ent.leaves_of(group)
-        largest = max(largest, sum(math.prod(shapes[p]) * meta[p][1].itemsize for p in leaves))
-        values = rundir.read_leaves(sdir, leaves) if leaves else {}
-        for e in group:
-            t = e.rule.to_torch([values[s.path][s.index] if s.index else values[s.path] for s in e.srcs])
-            writer.write(e.name, t)
-        del values
+    for e in entries:
+        # One exported tensor at a time: its sources are per-layer slices read straight from TensorStore.
+        arrays = [reader.read(s.path, s.index) for s in e.srcs]
+        t = e.rule.to_torch(arrays)
+        largest = max(largest, t.nbytes)
+        writer.write(e.name, t)
+        del arrays, t
     files = writer.close()
     config = {"format": "baichuan-audio", "component": cfg.kind, "step": step, **reference_config(cfg),
               "bajax": json.loads(cfg.to_json_best_effort())}
     (Path(out_dir) / "config.json").write_text(json.dumps(config, indent=2))
     summary = {"component": cfg.kind, "step": step, "tensors": len(plan), "files": files,
-               "bytes": writer.total_bytes, "largest_group_bytes": largest, "seconds": round(time.time() - t0, 2)}
+               "bytes": writer.total_bytes, "largest_tensor_bytes": largest, "seconds": round(time.time() - t0, 2)}
     if log:
         log(f"exported {cfg.kind} step {step}: {len(plan)} tensors, {writer.total_bytes / 1e6:.1f} MB in "
             f"{len(files)} file(s) -> {out_dir}")

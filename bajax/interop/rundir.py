@@ -102,6 +102,38 @@ def leaf_shapes(path: str) -> dict[LeafPath, tuple[tuple[int, ...], np.dtype]]:
     return out
 
 
+class LeafReader:
+    """Slices of the 'model' item's leaves read straight from the checkpoint's TensorStore arrays: `read(leaf,
+    (layer,))` decodes only that layer's chunk (bajax checkpoints store stacked leaves in per-layer chunks,
+    see bajax/train/checkpoint.py), so export memory is one exported tensor, not a stacked leaf of all layers.
+    Checkpoints from other writers (one chunk per leaf) read correctly, only slower."""
+
+    def __init__(self, state_dir: str):
+        self.base = state_dir if "://" in state_dir else "file://" + os.path.abspath(state_dir)
+        self.stores: dict = {}
+
+    def _open(self, leaf: LeafPath):
+        import tensorstore as ts
+
+        if leaf not in self.stores:
+            name = ".".join(("model",) + leaf + ("value",))
+            kvstore = {"driver": "ocdbt", "base": self.base, "path": name}
+            errors = []
+            for driver in ("zarr", "zarr3"):              # Orbax writes zarr v2 by default, v3 when asked
+                try:
+                    self.stores[leaf] = ts.open({"driver": driver, "kvstore": kvstore}, open=True,
+                                                read=True).result()
+                    break
+                except ValueError as e:
+                    errors.append(f"{driver}: {e}")
+            else:
+                raise FileNotFoundError(f"{self.base}: cannot open leaf {name} ({'; '.join(errors)})")
+        return self.stores[leaf]
+
+    def read(self, leaf: LeafPath, index: tuple[int, ...] = ()) -> np.ndarray:
+        return self._open(leaf)[index].read().result()
+
+
 def read_leaves(path: str, leaves: list[LeafPath]) -> dict[LeafPath, np.ndarray]:
     """Only these leaves of the 'model' item, as host numpy arrays (no JAX device memory)."""
     import orbax.checkpoint as ocp
@@ -141,7 +173,10 @@ def write_run(out_dir: str | Path, cfg, model_state, *, step: int = 0) -> str:
     (out / "config.py").write_text(CONFIG_PY.replace("{dir}", str(out_dir)))
     mngr = ocp.CheckpointManager(out / "checkpoints", options=ocp.CheckpointManagerOptions(create=True))
     state = {"step": jnp.asarray(step, jnp.int32), "model": model_state}
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
+    from bajax.train.checkpoint import per_layer_chunks
+
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state, save_args=per_layer_chunks(state))),
+              force=True)
     mngr.wait_until_finished()
     mngr.close()
     return str(out)

@@ -14,6 +14,15 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 
+def per_layer_chunks(state):
+    """Save arguments that store every stacked leaf (ndim >= 3: [layers, ...] in scanned models, conv kernels
+    [taps, in, out]) in chunks of one leading index. Orbax would otherwise write each leaf as ONE chunk, so
+    reading one layer (`bajax export` streams tensor by tensor) would decode all of them at once."""
+    def args(x):
+        return ocp.SaveArgs(shard_axes=(0,) if getattr(x, "ndim", 0) >= 3 else ())
+    return jax.tree.map(args, state)
+
+
 def absolute(directory: str) -> epath.Path:
     """Orbax wants absolute paths: local relative paths are resolved, gs:// and other URLs are kept."""
     return epath.Path(directory if "://" in str(directory) else os.path.abspath(directory))
@@ -39,7 +48,7 @@ class Checkpointer:
     def save(self, step: int, state, data_iter=None, *, force: bool = False) -> bool:
         if not force and (self.every <= 0 or step % self.every):
             return False
-        items = {"state": ocp.args.StandardSave(state)}
+        items = {"state": ocp.args.StandardSave(state, save_args=per_layer_chunks(state))}
         if data_iter is not None:
             items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
         return self.manager.save(step, args=ocp.args.Composite(**items), force=True)
