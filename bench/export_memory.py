@@ -129,12 +129,14 @@ Peak RSS above the baseline is {export_rss_over_largest_tensor}x the largest exp
 {export_rss_over_model}x the whole model. Method: the export runs in a fresh subprocess; its peak RSS (VmHWM) is read
 after the imports (baseline) and after the export (peak).
 
-Why it stays near one tensor: checkpoints store stacked leaves ([layers, ...]) in per-layer chunks
-(`per_layer_chunks` in bajax/train/checkpoint.py), and the export reads each exported tensor's sources as
-per-layer slices straight from TensorStore (`LeafReader` in bajax/interop/rundir.py), converts them and appends
-the result to the open safetensors shard. At most the sources of one tensor and its converted (e.g. transposed,
-contiguous) copy are alive at once, so ~2x the largest tensor is the floor of this design. (Before per-layer
-chunks, a stacked leaf of all layers was restored at once: 3.0x the largest such leaf, 1.27 GB here.)
+Why it stays near one tensor: checkpoints store stacked leaves ([layers, ...]) in per-layer chunks of at most
+64 MiB (`per_layer_chunks` in bajax/train/checkpoint.py); the export reads each exported tensor's sources as
+per-layer slices straight from TensorStore, one chunk decoded at a time (`LeafReader` in
+bajax/interop/rundir.py), converts them and appends the result to the open safetensors shard in 64 MB row blocks
+(a transposed view is never copied whole). What remains above 1x is a tensor built from several sources while
+they are alive: the audio head's `linear1` [2h, 8h] concatenates 8 per-position kernels (2 x 0.14 GB here).
+(Before per-layer chunks, a stacked leaf of all layers was restored at once: 3.0x the largest such leaf,
+1.27 GB above the baseline for this model.)
 
 ```json
 {json}

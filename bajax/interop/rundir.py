@@ -111,6 +111,10 @@ class LeafReader:
     def __init__(self, state_dir: str):
         self.base = state_dir if "://" in state_dir else "file://" + os.path.abspath(state_dir)
         self.stores: dict = {}
+        import tensorstore as ts
+
+        # One chunk decoded at a time: concurrent decodes would each hold a chunk-sized buffer.
+        self.context = ts.Context({"data_copy_concurrency": {"limit": 1}})
 
     def _open(self, leaf: LeafPath):
         import tensorstore as ts
@@ -121,8 +125,8 @@ class LeafReader:
             errors = []
             for driver in ("zarr", "zarr3"):              # Orbax writes zarr v2 by default, v3 when asked
                 try:
-                    self.stores[leaf] = ts.open({"driver": driver, "kvstore": kvstore}, open=True,
-                                                read=True).result()
+                    self.stores[leaf] = ts.open({"driver": driver, "kvstore": kvstore}, open=True, read=True,
+                                                context=self.context).result()
                     break
                 except ValueError as e:
                     errors.append(f"{driver}: {e}")

@@ -84,7 +84,11 @@ class ShardedWriter:
                              f"{want} {tuple(shape)} {np.dtype(dtype)}")
         if shard != self._shard:
             self._open(shard)
-        self._handle.write(memoryview(np.ascontiguousarray(array)).cast("B"))
+        # Row blocks: a transposed view is copied ~64 MB at a time, never as a whole second tensor.
+        rows = max(1, (64 << 20) // max(1, array[:1].nbytes)) if array.ndim else 1
+        for start in range(0, max(1, len(array) if array.ndim else 1), rows):
+            block = array[start:start + rows] if array.ndim else array
+            self._handle.write(memoryview(np.ascontiguousarray(block)).cast("B"))
         self._pos += 1
 
     def close(self) -> list[str]:

@@ -13,13 +13,16 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+CHUNK_BYTES = 64 * 1024**2
+
 
 def per_layer_chunks(state):
     """Save arguments that store every stacked leaf (ndim >= 3: [layers, ...] in scanned models, conv kernels
-    [taps, in, out]) in chunks of one leading index. Orbax would otherwise write each leaf as ONE chunk, so
-    reading one layer (`bajax export` streams tensor by tensor) would decode all of them at once."""
+    [taps, in, out]) in chunks of one leading index, and no chunk above 64 MiB. Orbax would otherwise write
+    each leaf as ONE chunk, so reading one layer (`bajax export` streams tensor by tensor) would decode all
+    of them, and decoding a chunk holds a buffer of its size beside the destination."""
     def args(x):
-        return ocp.SaveArgs(shard_axes=(0,) if getattr(x, "ndim", 0) >= 3 else ())
+        return ocp.SaveArgs(shard_axes=(0,) if getattr(x, "ndim", 0) >= 3 else (), chunk_byte_size=CHUNK_BYTES)
     return jax.tree.map(args, state)
 
 
