@@ -59,15 +59,18 @@ def run_config(name: str, batch_size: int, seq_len: int, repeats: int, overrides
 
             torch_step = make_torch_step(m, batch, lr=float(cfg.optim.lr))
             torch_step()
+        # Each framework's steps back to back, not interleaved: a JAX step right after a PyTorch step ran
+        # 1.5x slower (20 s vs 13 s for small 4x512, measured), as PyTorch's OpenMP threads and JAX's thread
+        # pool contend while one of them winds down; interleaving measured that interference, not the step.
         jt, tt, jp, tp = [], [], [], []
-        for _ in range(repeats):
-            p0 = probe_peak()
-            jt.append(_timed(jax_step))
-            p1 = probe_peak()
-            jp.append(max(p0, p1))
-            if torch_step is not None:
-                tt.append(_timed(torch_step))
-                tp.append(max(p1, probe_peak()))
+        for fn, times, peaks in ((jax_step, jt, jp), (torch_step, tt, tp)):
+            if fn is None:
+                continue
+            fn()  # warm-up after the other framework ran
+            for _ in range(repeats):
+                p0 = probe_peak()
+                times.append(_timed(fn))
+                peaks.append(max(p0, probe_peak()))
     out = {"batch": batch_size, "seq_len": seq_len, "tokens_per_step": tokens,
            "params_m": round(trainer.num_trainable()[1] / 1e6, 2),
            "flops_per_token": {k: round(v / 1e6, 2) for k, v in per_token.items()} | {"unit": "MFLOP"},
@@ -76,7 +79,6 @@ def run_config(name: str, batch_size: int, seq_len: int, repeats: int, overrides
            "jax": _summary(jt, jp, flops, tokens)}
     if tt:
         out["torch"] = _summary(tt, tp, flops, tokens)
-        # Same-moment ratio: each JAX step against the PyTorch step that follows it.
-        out["jax_over_torch_tokens_per_s_median"] = round(statistics.median(t / j for j, t in zip(jt, tt)), 3)
+        out["jax_over_torch_tokens_per_s_median"] = round(statistics.median(tt) / statistics.median(jt), 3)
         out["jax_over_torch_tokens_per_s_best"] = round(min(tt) / min(jt), 3)
     return out
