@@ -140,7 +140,7 @@ def _bridge_rvq(repeats, with_torch):
                 t = time.perf_counter()
                 ref = torch_rvq_ref.bridge_rvq_encode(xt, w, books)
                 best = min(best, time.perf_counter() - t)
-        ours = np.asarray(f(bridge, x))[0]
+        ours = np.asarray(f(x, lengths, norms))[0]
         out.update(torch_reference_seconds=best, speedup_vs_torch_reference=best / dt,
                    codes_agree_layer1=float(np.mean(ours[:, 0] == ref[:, 0].numpy())),
                    codes_agree_all=float(np.mean(ours == ref.numpy())))
