@@ -65,8 +65,30 @@ def make_mesh(shape: dict[str, int], devices: Sequence[jax.Device] | None = None
     if math.prod(sizes) != len(devices):
         raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices but "
                          f"{len(devices)} are available; set one axis to -1 to fill the rest")
-    dev_array = np.asarray(devices).reshape(sizes)
-    return jax.sharding.Mesh(dev_array, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
+    return jax.sharding.Mesh(device_grid(sizes, devices), MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
+
+
+def device_grid(sizes: Sequence[int], devices: Sequence) -> np.ndarray:
+    """Devices laid out as a (data, fsdp, tensor) array so that collectives take the fast links.
+
+    One TPU slice: `mesh_utils.create_device_mesh` follows the ICI torus (ring neighbours along each axis).
+    Several slices (multi-slice pods, devices carry `slice_index`): only the data axis crosses the slow
+    data-centre network; fsdp and tensor stay inside a slice. GPUs and CPUs: in device-id order.
+    """
+    from jax.experimental import mesh_utils
+
+    slices = sorted({getattr(d, "slice_index", 0) for d in devices})
+    if len(slices) > 1:
+        if sizes[0] % len(slices):
+            raise ValueError(f"mesh data={sizes[0]} must be a multiple of the {len(slices)} TPU slices: only the "
+                             "data axis may cross slices (fsdp and tensor need the fast in-slice links)")
+        return mesh_utils.create_hybrid_device_mesh([sizes[0] // len(slices), *sizes[1:]], [len(slices), 1, 1],
+                                                    devices, allow_split_physical_axes=True)
+    try:
+        return mesh_utils.create_device_mesh(sizes, devices, allow_split_physical_axes=True)
+    except (ValueError, NotImplementedError, AssertionError):
+        # e.g. a subset of a TPU slice that is no torus (one chip of eight): plain order is all there is.
+        return np.asarray(devices).reshape(sizes)
 
 
 def normalize_rules(rules) -> tuple[tuple[str, tuple[str, ...] | None], ...]:
