@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
+from etils import epath
+
+REWRITE_EVERY_S = 30.0     # object stores (gs://) cannot append: the file is rewritten at most this often
 
 
 class MetricsWriter:
@@ -25,18 +27,26 @@ class MetricsWriter:
     """
 
     def __init__(self, workdir: str, *, tensorboard: bool = True, enabled: bool | None = None, echo: bool = True,
-                 flops_per_step: float = 0.0, peak_flops: float = 0.0, unit: str = "tokens"):
+                 flops_per_step: float = 0.0, peak_flops: float = 0.0, unit: str = "tokens",
+                 append: bool | None = None):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self.echo = echo  # print a console line per logged step (files are written either way)
-        self.path = Path(workdir) / "metrics.jsonl"
+        self.path = epath.Path(workdir) / "metrics.jsonl"
+        # Local files are appended line by line. Object stores (gs://) have no append: there the whole file
+        # (earlier runs' lines included, so a resumed run keeps its history) is rewritten now and then.
+        self.append = "://" not in str(workdir) if append is None else append
+        self._lines: list[str] = []
+        self._rewritten = time.perf_counter()
         self.flops_per_step, self.peak_flops, self.unit = flops_per_step, peak_flops, unit
         self._tb = None
         if self.enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.append and self.path.exists():
+                self._lines = self.path.read_text().splitlines(keepends=True)
             if tensorboard:
                 from tensorboardX import SummaryWriter
 
-                self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+                self._tb = SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
         self._pending: tuple[int, dict, float] | None = None
         self._last_sync: tuple[int, float, float] | None = None  # (step, wall time, cumulative units)
         self.records: list[dict] = []
@@ -51,6 +61,8 @@ class MetricsWriter:
         if self._pending is not None:
             self._write(*self._pending)
             self._pending = None
+        if self.enabled and not self.append:
+            self._rewrite()
         if self._tb is not None:
             self._tb.flush()
 
@@ -69,14 +81,24 @@ class MetricsWriter:
         self.records.append(record)
         if not self.enabled:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        if self.append:
+            with self.path.open("a") as f:
+                f.write(line)
+        else:
+            self._lines.append(line)
+            if now - self._rewritten > REWRITE_EVERY_S:
+                self._rewrite()
         if self._tb is not None:
             for k, v in values.items():
                 if math.isfinite(v):
                     self._tb.add_scalar(k, v, step)
         if self.echo:
             print(format_line(record), flush=True)
+
+    def _rewrite(self) -> None:
+        self.path.write_text("".join(self._lines))
+        self._rewritten = time.perf_counter()
 
     def close(self) -> None:
         self.flush()
@@ -97,8 +119,8 @@ def format_line(record: dict) -> str:
     return " | ".join(parts)
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    p = Path(path)
+def read_jsonl(path) -> list[dict]:
+    p = epath.Path(path)
     if not p.exists():
         return []
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
