@@ -107,3 +107,15 @@ def test_whisper_import_initialises_the_encoder(tmp_path):
         want = hf.encoder(torch.from_numpy(mel).transpose(1, 2)).last_hidden_state.numpy()
     got, _ = jax.jit(lambda m: tok.encoder(m, jnp.array([100, 100])))(jnp.asarray(mel))
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=1e-4)
+    # ... and `bajax train --config RUN/config.py --config.train.init_from=RUN/checkpoints` starts from it.
+    from bajax.train.trainer import Trainer
+
+    cfg = rundir.load_config(run)
+    cfg.train.init_from = f"{run}/checkpoints"
+    trainer = Trainer(cfg, str(tmp_path / "train"), devices=jax.devices()[:1])
+    with trainer.scope():
+        model = nnx.merge(trainer.graphdef, trainer.fresh_state()["model"])
+    started, imported = jax.tree.leaves(nnx.state(model.encoder)), jax.tree.leaves(nnx.state(tok.encoder))
+    assert len(started) == len(imported) > 4
+    for a, b in zip(started, imported, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
