@@ -28,7 +28,7 @@ from bajax.train.trainer import Trainer, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "lm" / "tiny.py")
-# train.eval_every=0: these tests are about training; evaluation across processes is not covered here.
+# train.eval_every=0 by default here; the 2-process LM test turns evaluation on.
 FAST = ["data.seq_len=128", "metrics.log_every=1", "metrics.tensorboard=false", "optim.warmup_steps=2",
         "checkpoint.every=2", "train.eval_every=0"]
 
@@ -82,7 +82,8 @@ def losses_of(trainer: Trainer, state, batches, n: int) -> list[float]:
 
 
 def test_two_processes_equal_one_and_checkpoint_moves_to_one_process(tmp_path):
-    overrides = FAST + ["train.steps=4", "mesh.data=1", "mesh.fsdp=-1"]   # FSDP across both processes
+    # FSDP across both processes; evaluation at steps 2 and 4 (every process runs the same 2 eval steps).
+    overrides = FAST + ["train.steps=4", "mesh.data=1", "mesh.fsdp=-1", "train.eval_every=2", "train.eval_batches=2"]
     port = free_port()
     procs = [bajax_train(tmp_path / "mh", overrides, "--coordinator", f"127.0.0.1:{port}", "--num-processes",
                          "2", "--process-id", str(i), devices=4, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -94,6 +95,7 @@ def test_two_processes_equal_one_and_checkpoint_moves_to_one_process(tmp_path):
     records = read_jsonl(tmp_path / "mh" / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     assert "step      1 |" in outs[0] and "step      1 |" not in outs[1]
+    assert [r["step"] for r in records if "eval_loss" in r] == [2, 4]
     two = [r["loss"] for r in records]
     # Both processes wrote their data-iterator state into the shared checkpoint.
     names = {p.name for p in (tmp_path / "mh" / "checkpoints" / "2" / "data_iter").iterdir()}
