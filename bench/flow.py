@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from split_jit import split_jit
+from jax_bench import best_seconds, split_jit
 
 from bajax.config import load
 from bajax.flow import flops
@@ -36,16 +35,6 @@ from bajax.train.peak import cpu_matmul_peak
 OFFICIAL_SECONDS = 21.0   # Baichuan's PyTorch flow decoder, 10 s of mel, 10 guided steps, this CPU
 
 
-def _best(fn, repeats):
-    jax.block_until_ready(fn())                      # compile + warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def _synth(cfg, seconds, steps, repeats, peak):
     m = cfg.model
     model = FlowDecoder(m, rngs=nnx.Rngs(0))
@@ -53,7 +42,7 @@ def _synth(cfg, seconds, steps, repeats, peak):
     cond = jax.random.normal(jax.random.key(1), (1, frames, m.cond_dim), jnp.float32)
     lengths = jnp.array([frames])
     f = split_jit(model, lambda mod, c, key: mod.sample(c, lengths, lengths, frames, key, steps=steps, guidance=0.7))
-    dt = _best(lambda: f(cond, jax.random.key(0)), repeats)
+    dt = best_seconds(lambda: f(cond, jax.random.key(0)), repeats)
     fl = flops.sample_flops(m, frames, steps, guided=True)
     return {"synth_seconds": dt, "rtf": dt / seconds, "synth_gflop": fl / 1e9, "synth_mfu": fl / dt / peak}
 
@@ -79,7 +68,7 @@ def _train_step(cfg, batch_size, repeats, peak):
         opt.update(mod, grads)
         return value
 
-    dt = _best(lambda: step(model, opt, jax.random.key(0)), repeats)
+    dt = best_seconds(lambda: step(model, opt, jax.random.key(0)), repeats)
     fl = flops.train_flops(m, frames) * batch_size
     return {"train_step_seconds": dt, "train_batch": f"{batch_size} x 4 s", "train_mfu": fl / dt / peak}
 

@@ -33,7 +33,7 @@ from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from split_jit import split_jit  # noqa: E402
+from jax_bench import best_seconds, split_jit  # noqa: E402
 
 from bajax.config import load  # noqa: E402
 from bajax.tokenizer import flops  # noqa: E402
@@ -43,16 +43,6 @@ from bajax.train import tokenizer_task  # noqa: E402
 from bajax.train.peak import cpu_matmul_peak  # noqa: E402
 
 OFFICIAL_BRIDGE_RVQ_SECONDS = 1.2
-
-
-def _best(fn, repeats):
-    jax.block_until_ready(fn())
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def _wave(batch, seconds, seed=0):
@@ -65,7 +55,7 @@ def _encode(cfg, batch, seconds, repeats, peak):
     wave, lengths = _wave(batch, seconds)
     norms = split_jit(tok, lambda t: t.bridge.rvq.codebook_norms())()
     f = split_jit(tok, lambda t, w, n, e2: t.encode(w, n, norms=e2))
-    dt = _best(lambda: f(wave, lengths, norms), repeats)
+    dt = best_seconds(lambda: f(wave, lengths, norms), repeats)
     fl = flops.forward_flops(cfg.model, int(seconds * 12.5))
     fl = batch * (fl["encoder"] + fl["bridge"] + fl["rvq"])
     return {"encode_seconds": dt, "encode_batch": f"{batch} x {seconds:g} s",
@@ -89,7 +79,7 @@ def _train_tiny(cfg, repeats, peak):
         opt.update(mod, grads)
         return loss
 
-    dt = _best(lambda: step(model, opt, jnp.int32(0)), repeats)
+    dt = best_seconds(lambda: step(model, opt, jnp.int32(0)), repeats)
     return {"train_step_seconds": dt, "train_batch": f"{b} x {seconds:g} s",
             "train_mfu": tokenizer_task.flops_per_step(cfg) / dt / peak}
 
@@ -108,7 +98,7 @@ def _train_base(cfg, repeats, peak):
         value, grads = nnx.value_and_grad(loss)(mod)
         return value, optax.global_norm(grads)
 
-    dt = _best(lambda: grad_step(model), repeats)
+    dt = best_seconds(lambda: grad_step(model), repeats)
     return {"train_step_seconds": dt, "train_batch": "1 x 4 s (grads only, no LM, no update)",
             "train_mfu": flops.train_step_flops(cfg.model, 50, 1) / dt / peak}
 
@@ -121,7 +111,7 @@ def _bridge_rvq(repeats, with_torch):
     lengths = jnp.array([1500])
     norms = split_jit(bridge, lambda b: b.rvq.codebook_norms())()    # once per checkpoint, not per call
     f = split_jit(bridge, lambda b, x, n, e2: b.encode(x, n, norms=e2)[0])
-    dt = _best(lambda: f(x, lengths, norms), repeats)
+    dt = best_seconds(lambda: f(x, lengths, norms), repeats)
     out = {"bridge_rvq_30s_seconds": dt, "target_seconds": 0.6,
            "vs_official_1p2s": OFFICIAL_BRIDGE_RVQ_SECONDS / dt}
     if with_torch:

@@ -111,21 +111,20 @@ class LeafReader:
     def __init__(self, state_dir: str):
         self.base = state_dir if "://" in state_dir else "file://" + os.path.abspath(state_dir)
         self.stores: dict = {}
-        import tensorstore as ts
+        import tensorstore
 
+        self.ts = tensorstore
         # One chunk decoded at a time: concurrent decodes would each hold a chunk-sized buffer.
-        self.context = ts.Context({"data_copy_concurrency": {"limit": 1}})
+        self.context = tensorstore.Context({"data_copy_concurrency": {"limit": 1}})
 
     def _open(self, leaf: LeafPath):
-        import tensorstore as ts
-
         if leaf not in self.stores:
             name = ".".join(("model",) + leaf + ("value",))
             kvstore = {"driver": "ocdbt", "base": self.base, "path": name}
             errors = []
             for driver in ("zarr", "zarr3"):              # Orbax writes zarr v2 by default, v3 when asked
                 try:
-                    self.stores[leaf] = ts.open({"driver": driver, "kvstore": kvstore}, open=True, read=True,
+                    self.stores[leaf] = self.ts.open({"driver": driver, "kvstore": kvstore}, open=True, read=True,
                                                 context=self.context).result()
                     break
                 except ValueError as e:
@@ -177,10 +176,9 @@ def write_run(out_dir: str | Path, cfg, model_state, *, step: int = 0) -> str:
     (out / "config.py").write_text(CONFIG_PY.replace("{dir}", str(out_dir)))
     mngr = ocp.CheckpointManager(out / "checkpoints", options=ocp.CheckpointManagerOptions(create=True))
     state = {"step": jnp.asarray(step, jnp.int32), "model": model_state}
-    from bajax.train.checkpoint import per_layer_chunks
+    from bajax.train.checkpoint import state_save
 
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state, save_args=per_layer_chunks(state))),
-              force=True)
+    mngr.save(step, args=ocp.args.Composite(state=state_save(state)), force=True)
     mngr.wait_until_finished()
     mngr.close()
     return str(out)

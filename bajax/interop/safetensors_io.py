@@ -85,10 +85,10 @@ class ShardedWriter:
         if shard != self._shard:
             self._open(shard)
         # Row blocks: a transposed view is copied ~64 MB at a time, never as a whole second tensor.
-        rows = max(1, (64 << 20) // max(1, array[:1].nbytes)) if array.ndim else 1
-        for start in range(0, max(1, len(array) if array.ndim else 1), rows):
-            block = array[start:start + rows] if array.ndim else array
-            self._handle.write(memoryview(np.ascontiguousarray(block)).cast("B"))
+        rows = np.atleast_1d(array)
+        step = max(1, (64 << 20) // max(1, rows[:1].nbytes))
+        for start in range(0, len(rows), step):
+            self._handle.write(memoryview(np.ascontiguousarray(rows[start:start + step])).cast("B"))
         self._pos += 1
 
     def close(self) -> list[str]:

@@ -16,6 +16,11 @@ from etils import epath
 CHUNK_BYTES = 64 * 1024**2
 
 
+def state_save(state) -> ocp.args.StandardSave:
+    """How every bajax train state is saved (trainer checkpoints and imported runs alike)."""
+    return ocp.args.StandardSave(state, save_args=per_layer_chunks(state))
+
+
 def per_layer_chunks(state):
     """Save arguments that store every stacked leaf (ndim >= 3: [layers, ...] in scanned models, conv kernels
     [taps, in, out]) in chunks of one leading index, and no chunk above 64 MiB. Orbax would otherwise write
@@ -51,7 +56,7 @@ class Checkpointer:
     def save(self, step: int, state, data_iter=None, *, force: bool = False) -> bool:
         if not force and (self.every <= 0 or step % self.every):
             return False
-        items = {"state": ocp.args.StandardSave(state, save_args=per_layer_chunks(state))}
+        items = {"state": state_save(state)}
         if data_iter is not None:
             items["data_iter"] = grain.checkpoint.CheckpointSave(data_iter)
         return self.manager.save(step, args=ocp.args.Composite(**items), force=True)
