@@ -170,3 +170,16 @@ def test_stack_scan_loop_and_remat_agree():
         np.testing.assert_allclose(grad, results[0][1], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError):
         Stack(lambda r: SwiGLU(8, 16, rngs=r), 2, rngs=nnx.Rngs(0), remat_policy="bogus")
+
+
+def test_gelu_exact_matches_torch_gelu_and_its_gradient():
+    torch = pytest.importorskip("torch")
+    from bajax.layers.mlp import gelu_exact
+
+    x = np.linspace(-12, 12, 20001).astype(np.float32)
+    y, grad = jax.value_and_grad(lambda v: jnp.sum(gelu_exact(v)))(jnp.asarray(x))
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.functional.gelu(xt)
+    yt.sum().backward()
+    np.testing.assert_allclose(np.asarray(gelu_exact(jnp.asarray(x))), yt.detach().numpy(), atol=2e-6)
+    np.testing.assert_allclose(np.asarray(grad), xt.grad.numpy(), atol=1e-6)

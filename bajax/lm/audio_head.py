@@ -31,6 +31,7 @@ from flax import nnx
 from bajax import sharding
 from bajax.layers.attention import Attention
 from bajax.layers.linear import Embedding, Linear, fan_in_init
+from bajax.layers.mlp import gelu_exact
 from bajax.layers.norms import RMSNorm
 from bajax.layers.stack import Stack
 
@@ -61,7 +62,7 @@ class DepthFFN(nnx.Module):
         y = jnp.einsum("knh,khf->knf", x, self.linear1[:n].astype(self.dtype))
         if self.bias1 is not None:
             y = y + self.bias1[:n, None].astype(self.dtype)
-        y = jax.nn.gelu(y, approximate=False)
+        y = gelu_exact(y)
         y = jnp.einsum("knf,kfh->knh", y, self.linear2[:n].astype(self.dtype))
         if self.bias2 is not None:
             y = y + self.bias2[:n, None].astype(self.dtype)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bajax.layers.conv import Conv1d
+from bajax.layers.mlp import gelu_exact
 from bajax.layers.sinusoidal import FixedTable, whisper_sinusoids
 from bajax.sharding import constrain
 from bajax.tokenizer.transformer import WhisperStack
@@ -50,9 +51,9 @@ class AudioEncoder(nnx.Module):
         """mel [B, T, n_mels] (zeros past each length) -> (features [B, ceil(T/2), d] fp32, enc_lengths)."""
         b, t, _ = mel.shape
         mel = jnp.where(_valid(mel_lengths, t)[..., None], mel, 0.0)
-        h = jax.nn.gelu(self.conv1(mel), approximate=False)
+        h = gelu_exact(self.conv1(mel))
         h = jnp.where(_valid(mel_lengths, t)[..., None], h, 0.0)
-        h = jax.nn.gelu(self.conv2(h), approximate=False).astype(jnp.float32)
+        h = gelu_exact(self.conv2(h)).astype(jnp.float32)
         lengths = encoder_lengths(mel_lengths)
         t2 = h.shape[1]
         table = self.positional_embedding[...]
