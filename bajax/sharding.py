@@ -188,6 +188,16 @@ def named(mesh: jax.sharding.Mesh, axes: Sequence[str | None], rules=None) -> Na
     return NamedSharding(mesh, logical_to_spec(axes, rules, mesh.axis_names))
 
 
+def tracing_for_one_device() -> bool:
+    """True when the program being traced runs on a single device: the active mesh has one device, or no
+    mesh is active and the process sees one device. Layers use it to pick layouts that only pay off (or
+    are only safe) without partitioning."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh is None or mesh.empty:
+        return jax.device_count() == 1
+    return mesh.size == 1
+
+
 def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
     """Sharding constraint by logical names; a no-op when no mesh is active (plain eager or tests)."""
     mesh = jax.sharding.get_abstract_mesh()

@@ -147,6 +147,22 @@ def test_linear_multi_dim_and_axes():
     assert lin.bias.get_metadata()["logical_axes"] == ("embed",)
 
 
+def test_linear_flat_one_device_path_equals_the_general_contraction():
+    # Under a one-device mesh Linear runs as one 2-D matmul; elsewhere (here: 8 devices, no mesh) as a
+    # dot_general over the kernel's input dims. Values and gradients must agree.
+    lin = Linear((2, 3), (4, 5), axes=("heads", "head_dim", "mlp", None), rngs=nnx.Rngs(1))
+    x = jnp.asarray(_rng(6).normal(size=(3, 7, 2, 3)), jnp.float32)
+    loss = lambda m, x: jnp.sum(jnp.sin(m(x)))
+    general = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(lin, x)
+    one = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1], axis_types=(jax.sharding.AxisType.Auto,))
+    with jax.set_mesh(one):
+        flat = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(lin, x)
+    assert jax.device_count() > 1  # the general path ran above
+    np.testing.assert_allclose(flat[0], general[0], rtol=1e-6)
+    np.testing.assert_allclose(flat[1][0].kernel[...], general[1][0].kernel[...], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(flat[1][1], general[1][1], rtol=1e-5, atol=1e-6)
+
+
 def test_stack_scan_loop_and_remat_agree():
     stack = Stack(lambda r: SwiGLU(8, 16, rngs=r), 3, rngs=nnx.Rngs(0))
     kernel = stack.layers.gate_proj.kernel
