@@ -39,6 +39,9 @@ class Task:
     # model config -> None, run once before anything is traced: loads frozen helper models (the flow
     # decoder's tokenizer, the tokenizer's alignment LM) that must not be restored inside a trace
     setup: Callable[[ConfigDict], None] | None = None
+    # XLA compiler options of this task's train and eval steps when they compile for CPU (chosen by
+    # measurement per model; other backends get none)
+    cpu_compiler_options: dict = dataclasses.field(default_factory=dict)
 
 
 def rows_per_process(train_cfg, process_count: int) -> int:

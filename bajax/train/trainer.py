@@ -132,8 +132,14 @@ class Trainer:
         step = make_train_step(self.task, self.graphdef, self.tx, self.is_trainable, seed=self.cfg.seed,
                                grad_accum=self.cfg.train.grad_accum, lr_schedule=self.lr_schedule)
         jitted = jax.jit(step, in_shardings=(self.state_shardings, None),
-                         out_shardings=(self.state_shardings, None), donate_argnums=0)
+                         out_shardings=(self.state_shardings, None), donate_argnums=0,
+                         compiler_options=self.compiler_options())
         return distributed.compiled_together(jitted, "train_step")
+
+    def compiler_options(self) -> dict | None:
+        """The task's XLA options for CPU when the mesh is on CPU; None elsewhere."""
+        on_cpu = self.mesh.devices.flat[0].platform == "cpu"
+        return dict(self.task.cpu_compiler_options) if on_cpu and self.task.cpu_compiler_options else None
 
     def compiled_eval(self):
         """Jitted `(state, batch) -> metrics` of the loss on held-out data (no gradients, no updates;
@@ -147,7 +153,8 @@ class Trainer:
             loss, metrics = task.loss_fn(model, batch, jax.random.key(0), totals)
             return {**metrics, "loss": loss}
 
-        return distributed.compiled_together(jax.jit(evaluate, in_shardings=(self.state_shardings, None)), "eval_step")
+        jitted = jax.jit(evaluate, in_shardings=(self.state_shardings, None), compiler_options=self.compiler_options())
+        return distributed.compiled_together(jitted, "eval_step")
 
     def evaluate(self, state, eval_fn=None) -> dict[str, float]:
         """Mean metrics over `train.eval_batches` batches (0 = all) of the held-out split, prefixed `eval_`.
