@@ -82,6 +82,22 @@ def test_gqa_attention_matches_reference():
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)
 
 
+def test_causal_query_blocks_equal_one_block():
+    # Packed causal attention: query blocks that skip later keys give the same values and gradients.
+    r = _rng(7)
+    q = jnp.asarray(r.normal(size=(2, 16, 4, 8)), jnp.float32)
+    k, v = (jnp.asarray(r.normal(size=(2, 16, 2, 8)), jnp.float32) for _ in range(2))
+    seg = jnp.asarray([[1] * 6 + [2] * 7 + [0] * 3, [1] * 16])
+    mask = attention_mask(seg, seg)
+    loss = lambda blocks: lambda q, k, v: jnp.sum(jnp.sin(dot_product_attention(q, k, v, mask, blocks)))
+    want = jax.value_and_grad(loss(1), argnums=(0, 1, 2))(q, k, v)
+    for blocks in (2, 4, 3):  # 3 does not divide 16: one block
+        got = jax.value_and_grad(loss(blocks), argnums=(0, 1, 2))(q, k, v)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+        for g, w in zip(got[1], want[1]):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
 def test_masks_causal_block_bidirectional():
     seg = jnp.array([[1, 1, 1, 1, 2, 2, 0]])
     causal = np.asarray(attention_mask(seg, seg))[0]

@@ -22,8 +22,27 @@ from bajax.layers.rope import apply_rope
 _NEG = -1e30
 
 
-def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
+                          causal_blocks: int = 1) -> jax.Array:
     """q [B, T, H, D], k/v [B, S, KV, D], mask bool [B, T, S] (True = attend) -> [B, T, H, D].
+
+    `causal_blocks` > 1 declares the mask causal over the same T positions (no query attends a later key)
+    and splits the queries into that many blocks: block i reads only the keys of blocks <= i, skipping
+    the all-masked upper triangle (with 4 blocks, 3/8 of the score, softmax and value work). The result
+    is the same; a T it does not divide runs as one block.
+    """
+    t, s = q.shape[1], k.shape[1]
+    if causal_blocks <= 1 or t != s or t % causal_blocks:
+        return _attend(q, k, v, mask)
+    bt = t // causal_blocks
+    blocks = [_attend(q[:, i * bt:(i + 1) * bt], k[:, :(i + 1) * bt], v[:, :(i + 1) * bt],
+                      None if mask is None else mask[:, i * bt:(i + 1) * bt, :(i + 1) * bt])
+              for i in range(causal_blocks)]
+    return jnp.concatenate(blocks, axis=1)
+
+
+def _attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Softmax attention of all queries over all keys.
 
     The G query heads sharing a KV head are folded into the query length ([B, KV, T*G, D]), so each KV
     head does one large matmul with K/V in a leading-batch layout (measured 2.5x faster fwd+bwd on CPU
@@ -49,11 +68,14 @@ class Attention(nnx.Module):
     """Self-attention; `rope_theta=None` disables RoPE (e.g. the audio head's depth transformer)."""
 
     def __init__(self, embed: int, heads: int, kv_heads: int, head_dim: int, *, qkv_bias: bool = False,
-                 out_bias: bool = False, rope_theta: float | None = 10000.0, dtype=jnp.float32,
-                 rngs: nnx.Rngs):
+                 out_bias: bool = False, rope_theta: float | None = 10000.0, causal_blocks: int = 1,
+                 dtype=jnp.float32, rngs: nnx.Rngs):
+        """`causal_blocks` > 1: the masks this layer sees without a cache are causal, so query blocks skip
+        later keys (see `dot_product_attention`)."""
         if heads % kv_heads:
             raise ValueError(f"attention: heads={heads} must be a multiple of kv_heads={kv_heads}")
         self.rope_theta = rope_theta
+        self.causal_blocks = int(causal_blocks)
         self.q_proj = Linear(embed, (heads, head_dim), axes=("embed", "heads", "head_dim"),
                              use_bias=qkv_bias, dtype=dtype, rngs=rngs)
         self.k_proj = Linear(embed, (kv_heads, head_dim), axes=("embed", "kv_heads", "head_dim"),
@@ -73,7 +95,7 @@ class Attention(nnx.Module):
             q = apply_rope(q, positions, self.rope_theta)
             k = apply_rope(k, positions, self.rope_theta)
         if cache_kv is None:
-            return self.o_proj(dot_product_attention(q, k, v, mask))
+            return self.o_proj(dot_product_attention(q, k, v, mask, self.causal_blocks))
         k_all, v_all = write_kv(cache_kv[0], cache_kv[1], k, v, cache_index)
         out = dot_product_attention(q, k_all.astype(q.dtype), v_all.astype(q.dtype), mask)
         return self.o_proj(out), (k_all, v_all)

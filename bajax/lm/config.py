@@ -14,6 +14,7 @@ def default_model_config() -> ConfigDict:
     m.head_dim = 16
     m.mlp = 176
     m.rope_theta = 1e6
+    m.attention_causal_blocks = 1     # >1: query blocks skip the masked upper triangle (same result)
     m.norm_eps = 1e-6
     m.tie_embeddings = False
     m.codebook_sizes = (64, 64, 64, 64, 64, 64, 64, 64)

@@ -44,7 +44,8 @@ class DecoderLayer(nnx.Module):
     def __init__(self, cfg, dtype, *, rngs: nnx.Rngs):
         self.input_layernorm = RMSNorm(cfg.hidden, eps=cfg.norm_eps)
         self.self_attn = Attention(cfg.hidden, cfg.heads, cfg.kv_heads, cfg.head_dim, qkv_bias=True,
-                                   out_bias=False, rope_theta=cfg.rope_theta, dtype=dtype, rngs=rngs)
+                                   out_bias=False, rope_theta=cfg.rope_theta,
+                                   causal_blocks=cfg.attention_causal_blocks, dtype=dtype, rngs=rngs)
         self.post_attention_layernorm = RMSNorm(cfg.hidden, eps=cfg.norm_eps)
         self.mlp = SwiGLU(cfg.hidden, cfg.mlp, dtype=dtype, rngs=rngs)
 
