@@ -50,7 +50,7 @@ def work_units(batch: dict) -> tuple[str, float]:
 
 
 # XLA:CPU hands only the matmuls to YNNPACK, not its elementwise and reduction fusions: the small 4x512 fp32
-# step on 2 cores took 10.4-11.6 s with the default fusion types, 9.4-10.2 s with dots only and 12.1-13.0 s
+# step on 2 cores took 10.4-12.6 s with the default fusion types, 9.4-10.2 s with dots only and 12.1-13.0 s
 # with only the elementwise/reduce fusions (bench/RESULTS_lm.md). The flow decoder's convolutions did not
 # gain from it, so it is this task's option, not a process-wide flag.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
