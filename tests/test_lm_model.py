@@ -10,6 +10,7 @@ from bajax import sharding
 from bajax.lm import batch as lm_batch
 from bajax.lm import flops, generate, hf_qwen2, special_tokens
 from bajax.lm.config import default_model_config
+from bajax.lm.depth_attention import depth_attention
 from bajax.lm.losses import lm_loss, loss_totals
 from bajax.lm.model import AudioLLM
 
@@ -87,6 +88,27 @@ def test_audio_head_is_causal_over_codebooks(model, k):
     # the truncated head used for sampling computes the same logits
     part = model.audio_head(h, codes, model.audio_embed, num_positions=k + 1)
     np.testing.assert_allclose(np.asarray(part[k]), np.asarray(a[k]), atol=1e-5)
+
+
+@pytest.mark.parametrize("positions", [8, 3])
+def test_depth_attention_equals_masked_softmax_attention(positions):
+    """The pairwise depth attention (hand-written backward) against einsum attention with a causal mask."""
+    rng = np.random.default_rng(positions)
+    q, k, v, w = (jnp.asarray(rng.normal(size=(positions, 6, 3, 16)), jnp.float32) for _ in range(4))
+    causal = jnp.tril(jnp.ones((positions, positions), bool))
+
+    def reference(q, k, v):
+        scores = jnp.where(causal, jnp.einsum("qnhd,knhd->nhqk", q, k), -jnp.inf)
+        return jnp.einsum("nhqk,knhd->qnhd", jax.nn.softmax(scores, axis=-1), v)
+
+    def value_and_grads(fn):
+        return jax.value_and_grad(lambda *a: jnp.sum(fn(*a) * w), argnums=(0, 1, 2))(q, k, v)
+
+    np.testing.assert_allclose(depth_attention(q, k, v), reference(q, k, v), rtol=1e-5, atol=1e-6)
+    (got, got_grads), (want, want_grads) = value_and_grads(depth_attention), value_and_grads(reference)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    for name, g, r in zip("qkv", got_grads, want_grads):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5, err_msg=f"d{name}")
 
 
 def test_kv_cached_decoding_equals_full_forward():

@@ -17,7 +17,8 @@ end-of-audio, which only codebook 0 may emit (`mask_end_of_audio`).
 
 All B*T frames run at once, depth-major: activations are [8, N, H] with N = B*T, so the per-position FFN
 is one batched matmul whose batch axis (depth) leads on both operands (no transposes; about 2x faster on
-CPU than frame-major), and heads[k] reads the contiguous slice x[k].
+CPU than frame-major), heads[k] reads the contiguous slice x[k], and the 8x8 causal attention is computed
+pair by pair on depth slices (`bajax.lm.depth_attention`).
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ from bajax.layers.linear import Embedding, Linear, fan_in_init
 from bajax.layers.mlp import gelu_exact
 from bajax.layers.norms import RMSNorm
 from bajax.layers.stack import Stack
+from bajax.lm.depth_attention import depth_attention
 
 DEPTH = 8
 _DEPTH_ACT = ("depth", "batch", "embed")  # logical axes of the head's [8, N, H] activations
-NEG_INF = -1e30  # finite: masked scores vanish after softmax without inf arithmetic
 
 
 class DepthFFN(nnx.Module):
@@ -80,19 +81,16 @@ class AudioHeadLayer(nnx.Module):
         self.layernorm2 = RMSNorm(hidden, eps=eps)
         self.ffn = DepthFFN(hidden, DEPTH, use_bias=ffn_bias, dtype=dtype, rngs=rngs)
 
-    def attend(self, x: jax.Array, causal: jax.Array) -> jax.Array:
+    def attend(self, x: jax.Array) -> jax.Array:
         """Causal MHA over the depth axis of x [n, N, H], with the Attention module's projections."""
         attn = self.self_attention
         q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)  # [n, N, heads, d]
         q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
-        scores = jnp.einsum("qnhd,knhd->nhqk", q, k, preferred_element_type=jnp.float32)
-        scores = jnp.where(causal, scores, NEG_INF)
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        return attn.o_proj(jnp.einsum("nhqk,knhd->qnhd", probs, v))
+        return attn.o_proj(depth_attention(q, k, v))
 
-    def __call__(self, x: jax.Array, causal: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array) -> jax.Array:
         x = sharding.constrain(x, _DEPTH_ACT)
-        r = x + self.attend(self.layernorm1(x), causal)
+        r = x + self.attend(self.layernorm1(x))
         r = self.layernorm2(r)
         return sharding.constrain(r + self.ffn(r), _DEPTH_ACT)
 
@@ -133,8 +131,7 @@ class AudioHead(nnx.Module):
         are read, so sampling can pass zeros for codes not drawn yet).
         """
         x = self.depth_inputs(h, codes, tables, num_positions)
-        causal = jnp.tril(jnp.ones((num_positions, num_positions), bool))  # [query, key]
-        x, _ = self.transformer_layers.scan(lambda layer, c, _: (layer(c, causal), None), x)
+        x, _ = self.transformer_layers.scan(lambda layer, c, _: (layer(c), None), x)
         x = self.headnorm(x)
         return [self.heads[k](x[k]) for k in range(num_positions)]
 

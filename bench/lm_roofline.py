@@ -1,0 +1,172 @@
+"""The matmul-only bound of the audio-LLM train step on this host; prints one JSON object.
+
+    python bench/lm_roofline.py [--config small] [--shape 4x512] [--repeats 5] [--set KEY=VALUE ...]
+
+The question it answers: how fast could this step be if every matmul in it ran as fast as XLA runs that
+same matmul ALONE, and nothing else (softmax, norms, cross-entropy, the optimizer, copies) cost anything?
+
+It traces the real train step (`make_train_step`, as the trainer builds it) to a jaxpr and collects every
+`dot_general` in it, forward and backward (through pjit / custom_vjp / remat bodies; a scan body counts
+`length` times). Each distinct dot (operand shapes, dimension numbers, dtypes) is then compiled alone with
+the task's CPU compile options and timed, best of `--repeats`, minus the dispatch cost of an empty call.
+The sum over dots of count x time is the matmul-only step time; the analytic FLOPs of `bajax.lm.flops`
+over it, and over the matmul peak probed in the same run, give the highest MFU any schedule of these
+matmuls could reach (`mfu_bound`). The real step is timed in the same run (best of `--repeats`/2 >= 2) for
+comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+
+import numpy as np
+from jax_bench import best_seconds
+
+
+def _args():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="small")
+    ap.add_argument("--shape", default="4x512", help="batch x seq_len")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--top", type=int, default=12, help="how many of the costliest dot kinds to list")
+    ap.add_argument("--set", action="append", default=["model.scan_layers=False"],
+                    help="config override (as bench/lm_train.py)")
+    return ap.parse_args()
+
+
+def collect_dots(jaxpr, times: int = 1, out=None) -> collections.Counter:
+    """Counter of (lhs aval, rhs aval, dimension_numbers, preferred dtype) -> executions per step."""
+    import jax
+
+    out = collections.Counter() if out is None else out
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            lhs, rhs = (v.aval for v in eqn.invars)
+            key = (lhs.shape, str(lhs.dtype), rhs.shape, str(rhs.dtype),
+                   _freeze(eqn.params["dimension_numbers"]), str(eqn.params.get("preferred_element_type")))
+            out[key] += times
+        if eqn.primitive.name in ("while", "cond"):
+            # Trip counts and taken branches are data-dependent: a bound needs them known.
+            raise ValueError(f"the train step contains a `{eqn.primitive.name}`; its dots cannot be counted")
+        inner = times * int(eqn.params["length"]) if eqn.primitive.name == "scan" else times
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                    collect_dots(sub.jaxpr, inner, out)
+                elif isinstance(sub, jax.extend.core.Jaxpr):
+                    collect_dots(sub, inner, out)
+    return out
+
+
+def _freeze(x):
+    return tuple(_freeze(v) for v in x) if isinstance(x, (tuple, list)) else x
+
+
+def dot_flops(key) -> float:
+    lhs, _, rhs, _, ((lc, rc), (lb, _)), _ = key
+    contract = math.prod(lhs[d] for d in lc)
+    batch = math.prod(lhs[d] for d in lb)
+    lhs_free = math.prod(s for d, s in enumerate(lhs) if d not in lc and d not in lb)
+    rhs_free = math.prod(s for d, s in enumerate(rhs) if d not in rc and d not in _rhs_batch(key))
+    return 2.0 * batch * lhs_free * rhs_free * contract
+
+
+def _rhs_batch(key):
+    return key[4][1][1]
+
+
+def time_dot(key, compiler_options, repeats: int) -> float:
+    """Best wall time of this dot compiled alone (inputs resident, output waited for)."""
+    import jax
+    import jax.numpy as jnp
+
+    lhs, ldt, rhs, rdt, dims, pet = key
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.standard_normal(lhs).astype(ldt))
+    b = jnp.asarray(rng.standard_normal(rhs).astype(rdt))
+    preferred = None if pet == "None" else jnp.dtype(pet)
+    f = jax.jit(lambda x, y: jax.lax.dot_general(x, y, dims, preferred_element_type=preferred),
+                compiler_options=compiler_options)
+    return best_seconds(lambda: f(a, b), repeats)
+
+
+def main() -> None:
+    args = _args()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import absl.flags
+
+    absl.flags.FLAGS.mark_as_parsed()
+    import jax
+    import jax.numpy as jnp
+    from lm_common import synthetic_batch
+
+    from bajax import config as bajax_config
+    from bajax.lm import flops as lm_flops
+    from bajax.train.peak import probe_peak
+    from bajax.train.step import make_train_step
+    from bajax.train.trainer import Trainer
+
+    jax.config.update("jax_platforms", "cpu")
+    b, t = (int(s) for s in args.shape.split("x"))
+    cfg = bajax_config.load(f"configs/lm/{args.config}.py",
+                            [f"train.batch_size={b}", f"data.seq_len={t}", *args.set])
+    m = cfg.model
+    batch = synthetic_batch(b, t, m.vocab, m.vocab_size, m.codebook_sizes)
+    analytic = lm_flops.train_flops_per_token(m, t)["total"] * b * t
+    trainer = Trainer(cfg, tempfile.mkdtemp(prefix="bajax-roofline-"), devices=jax.devices()[:1])
+    options = trainer.compiler_options()
+    with trainer.scope():
+        state = trainer.fresh_state()
+        step_fn = make_train_step(trainer.task, trainer.graphdef, trainer.tx, trainer.is_trainable,
+                                  seed=cfg.seed, grad_accum=cfg.train.grad_accum,
+                                  lr_schedule=trainer.lr_schedule)
+        dots = collect_dots(jax.make_jaxpr(step_fn)(state, batch).jaxpr)
+        step = trainer.compiled_step().lower(state, batch).compile()
+        dev_batch = jax.device_put(batch, jax.devices()[0])
+        box = {"state": state}
+
+        def run_step():
+            box["state"], metrics = step(box["state"], dev_batch)
+            return metrics
+
+        step_s = best_seconds(run_step, max(2, args.repeats // 2))
+
+    empty = jax.jit(lambda x: x + 1, compiler_options=options)
+    dispatch = best_seconds(lambda: empty(jnp.zeros((8,), jnp.float32)), 20)
+    peaks, rows = [probe_peak()], []
+    for key, count in dots.items():
+        seconds = max(time_dot(key, options, args.repeats) - dispatch, 0.0)
+        rows.append({"lhs": list(key[0]), "rhs": list(key[2]), "dims": str(key[4]), "count": count,
+                     "ms_each": round(seconds * 1e3, 3), "gflop_each": round(dot_flops(key) / 1e9, 3),
+                     "gflops_per_s": round(dot_flops(key) / seconds / 1e9, 1) if seconds else None,
+                     "_total": count * seconds})
+    peaks.append(probe_peak())
+    matmul_s = sum(r["_total"] for r in rows)
+    dot_gflop = sum(r["count"] * r["gflop_each"] for r in rows)
+    peak = statistics.median(peaks)
+    rows.sort(key=lambda r: -r["_total"])
+    out = {
+        "config": args.config, "shape": args.shape, "compiler_options": options,
+        "dots_per_step": sum(dots.values()), "distinct_dots": len(dots),
+        "dot_gflop": round(dot_gflop, 1), "analytic_gflop": round(analytic / 1e9, 1),
+        "peak_gflops": round(peak / 1e9, 1), "dispatch_ms": round(dispatch * 1e3, 3),
+        "matmul_only_step_s": round(matmul_s, 3),
+        "matmul_only_gflops_per_s": round(dot_gflop / matmul_s, 1),
+        "mfu_bound": round(analytic / matmul_s / peak, 3),
+        "step_time_s": round(step_s, 3), "step_mfu": round(analytic / step_s / peak, 3),
+        "matmul_share_of_step": round(matmul_s / step_s, 3),
+        "costliest_dots": [{k: v for k, v in r.items() if k != "_total"} | {"ms_total": round(r["_total"] * 1e3, 1)}
+                           for r in rows[:args.top]],
+    }
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
