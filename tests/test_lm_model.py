@@ -7,8 +7,9 @@ import pytest
 from flax import nnx
 
 from bajax import sharding
+from bajax.layers.linear import Embedding
+from bajax.lm import audio_head, flops, generate, hf_qwen2, special_tokens
 from bajax.lm import batch as lm_batch
-from bajax.lm import flops, generate, hf_qwen2, special_tokens
 from bajax.lm.config import default_model_config
 from bajax.lm.depth_attention import depth_attention
 from bajax.lm.losses import lm_loss, loss_totals
@@ -92,7 +93,8 @@ def test_audio_head_is_causal_over_codebooks(model, k):
 
 @pytest.mark.parametrize("positions", [8, 3])
 def test_depth_attention_equals_masked_softmax_attention(positions):
-    """The pairwise depth attention (hand-written backward) against einsum attention with a causal mask."""
+    """The pairwise depth attention over slices (hand-written backward) against einsum attention with a
+    causal mask over the stacked depth axis."""
     rng = np.random.default_rng(positions)
     q, k, v, w = (jnp.asarray(rng.normal(size=(positions, 6, 3, 16)), jnp.float32) for _ in range(4))
     causal = jnp.tril(jnp.ones((positions, positions), bool))
@@ -101,14 +103,49 @@ def test_depth_attention_equals_masked_softmax_attention(positions):
         scores = jnp.where(causal, jnp.einsum("qnhd,knhd->nhqk", q, k), -jnp.inf)
         return jnp.einsum("nhqk,knhd->qnhd", jax.nn.softmax(scores, axis=-1), v)
 
+    def on_slices(q, k, v):
+        return jnp.stack(depth_attention(list(q), list(k), list(v)))
+
     def value_and_grads(fn):
         return jax.value_and_grad(lambda *a: jnp.sum(fn(*a) * w), argnums=(0, 1, 2))(q, k, v)
 
-    np.testing.assert_allclose(depth_attention(q, k, v), reference(q, k, v), rtol=1e-5, atol=1e-6)
-    (got, got_grads), (want, want_grads) = value_and_grads(depth_attention), value_and_grads(reference)
+    np.testing.assert_allclose(on_slices(q, k, v), reference(q, k, v), rtol=1e-5, atol=1e-6)
+    (got, got_grads), (want, want_grads) = value_and_grads(on_slices), value_and_grads(reference)
     np.testing.assert_allclose(got, want, rtol=1e-5)
     for name, g, r in zip("qkv", got_grads, want_grads):
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5, err_msg=f"d{name}")
+
+
+@pytest.mark.parametrize("ffn_bias", [False, True])
+def test_audio_head_per_slice_and_stacked_projections_agree(monkeypatch, ffn_bias):
+    """Long depth slices run a matmul each, short ones one stacked matmul: same logits and gradients (in
+    float64, so the two summation orders agree to rounding)."""
+    with jax.enable_x64(True):
+        rngs = nnx.Rngs(1)
+        head = audio_head.AudioHead(32, 2, 2, CODEBOOKS, eps=1e-6, ffn_bias=ffn_bias, dtype=jnp.float64,
+                                    rngs=rngs)
+        tables = nnx.List([Embedding(c + 1, 32, axes=("codebook", "embed"), dtype=jnp.float64, rngs=rngs)
+                           for c in CODEBOOKS])
+        graphdef, params = nnx.split((head, tables))
+        # float64, and every parameter perturbed so that the zero-initialised biases matter too
+        params = jax.tree.map(lambda p: p.astype(jnp.float64) + 0.05 * jnp.sin(jnp.arange(p.size).reshape(p.shape)),
+                              params)
+        rng = np.random.default_rng(0)
+        h = jnp.asarray(rng.normal(size=(24, 32)), jnp.float64)
+        codes = jnp.asarray(np.stack([rng.integers(0, c + 1, 24) for c in CODEBOOKS], -1))
+
+        def loss(params):
+            head, tables = nnx.merge(graphdef, params)
+            logits = head(h, codes, tables)
+            return sum(jnp.sum(jax.nn.log_softmax(lg)[:, 0] * (k + 1)) for k, lg in enumerate(logits))
+
+        stacked = jax.value_and_grad(loss)(params)
+        monkeypatch.setattr(audio_head, "STACK_ROWS", 0)
+        per_slice = jax.value_and_grad(loss)(params)
+    np.testing.assert_allclose(per_slice[0], stacked[0], rtol=1e-12)
+    for got, want in zip(jax.tree.leaves(per_slice[1]), jax.tree.leaves(stacked[1])):
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
 def test_kv_cached_decoding_equals_full_forward():

@@ -19,7 +19,7 @@ class RMSNorm(nnx.Module):
         self.weight = nnx.Param(jnp.ones((features,), jnp.float32), logical_axes=(axis_name,))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        xf = x.astype(jnp.float32)
+        xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # bf16 -> fp32; float64 stays
         var = jnp.mean(jnp.square(xf), axis=-1, keepdims=True)
         y = xf * jax.lax.rsqrt(var + self.eps) * self.weight[...]
         return y.astype(x.dtype)
@@ -36,7 +36,7 @@ class LayerNorm(nnx.Module):
                      if use_bias else None)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        xf = x.astype(jnp.float32)
+        xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # bf16 -> fp32; float64 stays
         mean = jnp.mean(xf, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
         y = (xf - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...]

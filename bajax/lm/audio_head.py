@@ -15,10 +15,12 @@ biases are off unless `ffn_bias=True` (config `audio_head_ffn_bias`); an exporte
 After the layers: RMSNorm `headnorm`, then heads[k] = Linear(h, cb_k + 1) with bias; column cb_k is
 end-of-audio, which only codebook 0 may emit (`mask_end_of_audio`).
 
-All B*T frames run at once, depth-major: activations are [8, N, H] with N = B*T, so the per-position FFN
-is one batched matmul whose batch axis (depth) leads on both operands (no transposes; about 2x faster on
-CPU than frame-major), heads[k] reads the contiguous slice x[k], and the 8x8 causal attention is computed
-pair by pair on depth slices (`bajax.lm.depth_attention`).
+All B*T frames run at once, as a list of 8 depth slices [N, H] (N = B*T): the shared projections are
+[N, H] x [H, H'] matmuls per slice, FFN_k applies weight set k to slice k, heads[k] reads slice k, and the
+8x8 causal attention combines slices pair by pair (`bajax.lm.depth_attention`). On CPU this ran the small
+4x512 LM step 7-10% faster than one [8, N, H] array (where the projections are [8N, H] matmuls, which XLA
+runs at ~225 GFLOP/s here against ~300 for [N, H], and the FFN a batched matmul), and it needs no stacking
+or slicing copies (bench/RESULTS_lm.md).
 """
 
 from __future__ import annotations
@@ -38,7 +40,19 @@ from bajax.layers.stack import Stack
 from bajax.lm.depth_attention import depth_attention
 
 DEPTH = 8
-_DEPTH_ACT = ("depth", "batch", "embed")  # logical axes of the head's [8, N, H] activations
+_SLICE_ACT = ("batch", "embed")  # logical axes of one depth slice [N, H]
+# Slices with at most this many rows in all are projected as one stacked matmul: a [64, 1024] slice is far
+# too short a matmul (the reference-shape head ran 0.93 s per slice vs 0.65 s stacked), while [8 * 2048, 640]
+# ran at ~225 GFLOP/s against ~300 for eight [2048, 640] ones (bench/RESULTS_lm.md).
+STACK_ROWS = 4096
+
+
+def project(linear: Linear, xs: list[jax.Array]) -> list[jax.Array]:
+    """`linear` applied to every depth slice; stacked into one matmul when the slices are short."""
+    if len(xs) * xs[0].shape[0] > STACK_ROWS:
+        return [linear(x) for x in xs]
+    y = linear(jnp.stack(xs))  # a new leading axis: the (sharded) frame axis stays as it is
+    return [y[i] for i in range(len(xs))]
 
 
 class DepthFFN(nnx.Module):
@@ -56,18 +70,29 @@ class DepthFFN(nnx.Module):
         self.bias2 = (nnx.Param(jnp.zeros((depth, hidden), jnp.float32), logical_axes=("depth", "embed"))
                       if use_bias else None)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """x [n, N, H] (depth-major) with n <= depth positions; position k uses weight set k."""
-        n = x.shape[0]
-        x = x.astype(self.dtype)
-        y = jnp.einsum("knh,khf->knf", x, self.linear1[:n].astype(self.dtype))
+    def __call__(self, xs: list[jax.Array]) -> list[jax.Array]:
+        """FFN_k of every depth slice xs[k] [N, H]: one batched matmul over the stacked slices when they are
+        short (as `project`), a matmul per slice otherwise."""
+        n = len(xs)
+        if n * xs[0].shape[0] > STACK_ROWS:
+            return [self._apply(x.astype(self.dtype), k) for k, x in enumerate(xs)]
+        y = self._apply(jnp.stack(xs).astype(self.dtype), slice(0, n))
+        return [y[k] for k in range(n)]
+
+    def _apply(self, x: jax.Array, k: int | slice) -> jax.Array:
+        """x [N, H] with an int k, or [n, N, H] with the slice of depth positions it holds."""
+        batched = "knh,khf->knf" if x.ndim == 3 else "nh,hf->nf"
+        y = jnp.einsum(batched, x, self.linear1[k].astype(self.dtype))
         if self.bias1 is not None:
-            y = y + self.bias1[:n, None].astype(self.dtype)
-        y = gelu_exact(y)
-        y = jnp.einsum("knf,kfh->knh", y, self.linear2[:n].astype(self.dtype))
+            y = y + self._bias(self.bias1, k, x.ndim)
+        y = jnp.einsum(batched, gelu_exact(y), self.linear2[k].astype(self.dtype))
         if self.bias2 is not None:
-            y = y + self.bias2[:n, None].astype(self.dtype)
+            y = y + self._bias(self.bias2, k, x.ndim)
         return y
+
+    def _bias(self, bias, k, ndim: int) -> jax.Array:
+        b = bias[k].astype(self.dtype)
+        return b[:, None] if ndim == 3 else b
 
 
 class AudioHeadLayer(nnx.Module):
@@ -81,18 +106,19 @@ class AudioHeadLayer(nnx.Module):
         self.layernorm2 = RMSNorm(hidden, eps=eps)
         self.ffn = DepthFFN(hidden, DEPTH, use_bias=ffn_bias, dtype=dtype, rngs=rngs)
 
-    def attend(self, x: jax.Array) -> jax.Array:
-        """Causal MHA over the depth axis of x [n, N, H], with the Attention module's projections."""
+    def attend(self, xs: list[jax.Array]) -> list[jax.Array]:
+        """Causal MHA over the depth slices xs (each [N, H]), with the Attention module's projections."""
         attn = self.self_attention
-        q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)  # [n, N, heads, d]
-        q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
-        return attn.o_proj(depth_attention(q, k, v))
+        q = project(attn.q_proj, xs)  # each [N, heads, d]
+        q = [t * jnp.asarray(t.shape[-1] ** -0.5, t.dtype) for t in q]
+        out = depth_attention(q, project(attn.k_proj, xs), project(attn.v_proj, xs))
+        return project(attn.o_proj, out)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = sharding.constrain(x, _DEPTH_ACT)
-        r = x + self.attend(self.layernorm1(x))
-        r = self.layernorm2(r)
-        return sharding.constrain(r + self.ffn(r), _DEPTH_ACT)
+    def __call__(self, xs: list[jax.Array]) -> list[jax.Array]:
+        xs = [sharding.constrain(x, _SLICE_ACT) for x in xs]
+        attended = self.attend([self.layernorm1(x) for x in xs])
+        rs = [self.layernorm2(x + a) for x, a in zip(xs, attended)]
+        return [sharding.constrain(r + f, _SLICE_ACT) for r, f in zip(rs, self.ffn(rs))]
 
 
 class AudioHead(nnx.Module):
@@ -111,17 +137,15 @@ class AudioHead(nnx.Module):
                                       rngs=rngs) for c in self.codebook_sizes])
 
     def depth_inputs(self, h: jax.Array, codes: jax.Array, tables: Sequence[Embedding],
-                     num_positions: int = DEPTH) -> jax.Array:
-        """[n, N, H] (depth-major): h, then running sums of the code embeddings E_j(c_j) for j < k."""
+                     num_positions: int = DEPTH) -> list[jax.Array]:
+        """The depth slices, each [N, H]: h, then running sums of the code embeddings E_j(c_j) for j < k."""
         x = [h.astype(self.dtype)]
-        total = None
         for j in range(num_positions - 1):
             e = tables[j](codes[:, j]).astype(self.dtype)
-            total = e if total is None else total + e
-            x.append(total)
-        # The N = B*T frames are the batch: without this constraint XLA keeps the depth-major activations of
-        # the GLOBAL batch on every device (1.5 TB per chip for the 7B recipe, see launch/README.md).
-        return sharding.constrain(jnp.stack(x, axis=0), _DEPTH_ACT)
+            x.append(e if j == 0 else x[-1] + e)
+        # The N = B*T frames are the batch: without this constraint XLA keeps the depth slices of the GLOBAL
+        # batch on every device (1.5 TB per chip for the 7B recipe, see launch/README.md).
+        return [sharding.constrain(t, _SLICE_ACT) for t in x]
 
     def __call__(self, h: jax.Array, codes: jax.Array, tables: Sequence[Embedding],
                  num_positions: int = DEPTH) -> list[jax.Array]:
@@ -130,10 +154,9 @@ class AudioHead(nnx.Module):
         h [N, H] final-normed LLM states; codes [N, 8] teacher-forced codes (only codes < num_positions - 1
         are read, so sampling can pass zeros for codes not drawn yet).
         """
-        x = self.depth_inputs(h, codes, tables, num_positions)
-        x, _ = self.transformer_layers.scan(lambda layer, c, _: (layer(c), None), x)
-        x = self.headnorm(x)
-        return [self.heads[k](x[k]) for k in range(num_positions)]
+        xs = self.depth_inputs(h, codes, tables, num_positions)
+        xs, _ = self.transformer_layers.scan(lambda layer, c, _: (layer(c), None), xs)
+        return [self.heads[k](self.headnorm(x)) for k, x in enumerate(xs)]
 
 
 def mask_end_of_audio(logits: Sequence[jax.Array]) -> list[jax.Array]:
