@@ -1,8 +1,12 @@
-"""One config of bench/lm_train.py: the JAX train step, optionally interleaved with the PyTorch step."""
+"""One config of bench/lm_train.py: the JAX train step here, alternating with the PyTorch step in its own process."""
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -53,32 +57,56 @@ def run_config(name: str, batch_size: int, seq_len: int, repeats: int, overrides
             box["loss"] = float(metrics["loss"])
 
         jax_step()  # warm-up
-        torch_step = None
-        if with_torch:
-            from torch_lm import make_torch_step
-
-            torch_step = make_torch_step(m, batch, lr=float(cfg.optim.lr))
-            torch_step()
-        # Each framework's steps back to back, not interleaved: a JAX step right after a PyTorch step ran
-        # 1.5x slower (20 s vs 13 s for small 4x512, measured), as PyTorch's OpenMP threads and JAX's thread
-        # pool contend while one of them winds down; interleaving measured that interference, not the step.
-        jt, tt, jp, tp = [], [], [], []
-        for fn, times, peaks in ((jax_step, jt, jp), (torch_step, tt, tp)):
-            if fn is None:
-                continue
-            fn()  # warm-up after the other framework ran
-            for _ in range(repeats):
+        torch_worker = TorchWorker(name, batch_size, seq_len, overrides) if with_torch else None
+        jax_times, torch_times, peaks = [], [], []
+        try:
+            for _ in range(repeats):  # alternating, so both frameworks see the same host load
                 p0 = probe_peak()
-                times.append(_timed(fn))
+                jax_times.append(_timed(jax_step))
+                if torch_worker:
+                    torch_times.append(torch_worker.step())
                 peaks.append(max(p0, probe_peak()))
+        finally:
+            if torch_worker:
+                torch_worker.close()
     out = {"batch": batch_size, "seq_len": seq_len, "tokens_per_step": tokens,
            "params_m": round(trainer.num_trainable()[1] / 1e6, 2),
            "flops_per_token": {k: round(v / 1e6, 2) for k, v in per_token.items()} | {"unit": "MFLOP"},
            "compile_s": round(compile_s, 1), "loss": box["loss"],
-           "peak_gflops_median": round(statistics.median(jp) / 1e9, 1),
-           "jax": _summary(jt, jp, flops, tokens)}
-    if tt:
-        out["torch"] = _summary(tt, tp, flops, tokens)
-        out["jax_over_torch_tokens_per_s_median"] = round(statistics.median(tt) / statistics.median(jt), 3)
-        out["jax_over_torch_tokens_per_s_best"] = round(min(tt) / min(jt), 3)
+           "peak_gflops_median": round(statistics.median(peaks) / 1e9, 1),
+           "jax": _summary(jax_times, peaks, flops, tokens)}
+    if torch_times:
+        out["torch"] = _summary(torch_times, peaks, flops, tokens)
+        out["jax_over_torch_tokens_per_s_median"] = round(statistics.median(torch_times)
+                                                          / statistics.median(jax_times), 3)
+        out["jax_over_torch_tokens_per_s_best"] = round(min(torch_times) / min(jax_times), 3)
     return out
+
+
+class TorchWorker:
+    """The PyTorch eager step (bench/torch_lm.py) in a process of its own, run one step per request: in this
+    process, next to the JAX runtime, both frameworks' steps ran 5-15% slower (bench/RESULTS_lm.md)."""
+
+    def __init__(self, name: str, batch_size: int, seq_len: int, overrides):
+        cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_lm.py"),
+               "--config", name, "--shape", f"{batch_size}x{seq_len}"]
+        for o in overrides:
+            cmd += ["--set", o]
+        self.cmd = " ".join(cmd)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._reply()  # built and warmed up
+
+    def step(self) -> float:
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        return float(self._reply()["step_time_s"])
+
+    def _reply(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the PyTorch step process exited with {self.proc.wait()}: {self.cmd}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)

@@ -11,8 +11,9 @@ CE) on a synthetic packed batch (bench/lm_common.py), then the same model and st
 Method (the host is shared, so absolute times drift with other users' load): every timed step is
 bracketed by a short matmul peak probe (`bajax.train.peak.probe_peak`) and its MFU is the analytic FLOPs
 (`bajax.lm.flops`) over step time over the best probe of that moment; we report the median of per-step
-figures and the best step time. The JAX/PyTorch ratio interleaves the two frameworks step by step, so both
-see the same load.
+figures and the best step time. JAX steps (this process) alternate step by step with PyTorch steps served
+by a process of their own (`bench/torch_lm.py`), so both see the same host load: side by side in one
+process both frameworks ran 5-15% slower, their thread pools contending (bench/RESULTS_lm.md).
 """
 
 from __future__ import annotations
@@ -42,11 +43,17 @@ def _args():
     ap.add_argument("--set", action="append", default=list(DEFAULT_SETS),
                     help="config override, e.g. model.remat=full (adds to DEFAULT_SETS)")
     ap.add_argument("--xla-flags", default=" ".join(XLA_FLAGS))
+    ap.add_argument("--malloc", choices=("tcmalloc", "glibc"), default="tcmalloc",
+                    help="allocator of both frameworks' processes (bajax/malloc.py: tcmalloc avoids re-faulting "
+                         "each step's memory; the PyTorch worker inherits it)")
     return ap.parse_args()
 
 
 def main() -> None:
     args = _args()
+    from bajax.malloc import preloaded_tcmalloc, reexec_with_tcmalloc
+
+    malloc = reexec_with_tcmalloc() if args.malloc == "tcmalloc" else preloaded_tcmalloc() or "glibc"
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import absl.flags
@@ -56,7 +63,8 @@ def main() -> None:
     from lm_bench_jax import run_config  # noqa: E402  (after XLA_FLAGS)
 
     jax.config.update("jax_platforms", "cpu")
-    out = {"host": {"cpu_count": os.cpu_count(), "jax": jax.__version__, "xla_flags": os.environ["XLA_FLAGS"]}}
+    out = {"host": {"cpu_count": os.cpu_count(), "jax": jax.__version__, "xla_flags": os.environ["XLA_FLAGS"],
+                    "malloc": malloc}}
     torch_ok = not args.no_torch and _has_torch()
     for name in args.configs.split(","):
         shape = args.tiny_shape if name == "tiny" else args.small_shape

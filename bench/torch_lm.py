@@ -168,3 +168,43 @@ def make_torch_step(model_cfg, np_batch: dict, lr: float = 3e-4, threads: int | 
         return float(loss.detach())
 
     return step
+
+
+def main() -> None:
+    """Serves this step to bench/lm_train.py from a process of its own: each "step" line on stdin runs one
+    step and answers with a JSON line {"step_time_s", "loss"}; the first step (warm-up) runs at start-up.
+
+    In the same process as the JAX step, both frameworks' steps ran 5-15% slower (their thread pools contend
+    even when only one of them computes); in two processes, alternating step by step, both see the same
+    host load and no contention (an idle process uses no CPU).
+    """
+    import argparse
+    import json
+    import sys
+    import time
+
+    from lm_common import synthetic_batch
+
+    from bajax import config as bajax_config
+
+    ap = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    ap.add_argument("--config", default="small")
+    ap.add_argument("--shape", default="4x512", help="batch x seq_len")
+    ap.add_argument("--set", action="append", default=[], help="config override")
+    args = ap.parse_args()
+    b, t = (int(s) for s in args.shape.split("x"))
+    cfg = bajax_config.load(f"configs/lm/{args.config}.py", [f"train.batch_size={b}", f"data.seq_len={t}", *args.set])
+    m = cfg.model
+    step = make_torch_step(m, synthetic_batch(b, t, m.vocab, m.vocab_size, m.codebook_sizes),
+                           lr=float(cfg.optim.lr))
+    print(json.dumps({"ready": True, "loss": step(), "threads": torch.get_num_threads()}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            raise SystemExit(f"torch_lm.py: unknown request {line.strip()!r} (expected 'step')")
+        start = time.perf_counter()
+        loss = step()
+        print(json.dumps({"step_time_s": time.perf_counter() - start, "loss": loss}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
