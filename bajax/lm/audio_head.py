@@ -18,7 +18,7 @@ end-of-audio, which only codebook 0 may emit (`mask_end_of_audio`).
 All B*T frames run at once, as a list of 8 depth slices [N, H] (N = B*T): the shared projections are
 [N, H] x [H, H'] matmuls per slice, FFN_k applies weight set k to slice k, heads[k] reads slice k, and the
 8x8 causal attention combines slices pair by pair (`bajax.lm.depth_attention`). On CPU this ran the small
-4x512 LM step 7-10% faster than one [8, N, H] array (where the projections are [8N, H] matmuls, which XLA
+4x512 LM step 4-10% faster than one [8, N, H] array (where the projections are [8N, H] matmuls, which XLA
 runs at ~225 GFLOP/s here against ~300 for [N, H], and the FFN a batched matmul), and it needs no stacking
 or slicing copies (bench/RESULTS_lm.md).
 """
@@ -42,7 +42,7 @@ from bajax.lm.depth_attention import depth_attention
 DEPTH = 8
 _SLICE_ACT = ("batch", "embed")  # logical axes of one depth slice [N, H]
 # Slices with at most this many rows in all are projected as one stacked matmul: a [64, 1024] slice is far
-# too short a matmul (the reference-shape head ran 0.93 s per slice vs 0.65 s stacked), while [8 * 2048, 640]
+# too short a matmul (the reference-shape head ran 0.93 s per slice vs 0.62-0.64 s stacked), while [8 * 2048, 640]
 # ran at ~225 GFLOP/s against ~300 for eight [2048, 640] ones (bench/RESULTS_lm.md).
 STACK_ROWS = 4096
 
