@@ -28,6 +28,7 @@ import tempfile
 
 import numpy as np
 from jax_bench import best_seconds
+from lm_train import DEFAULT_SETS
 
 
 def _args():
@@ -36,7 +37,7 @@ def _args():
     ap.add_argument("--shape", default="4x512", help="batch x seq_len")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--top", type=int, default=12, help="how many of the costliest dot kinds to list")
-    ap.add_argument("--set", action="append", default=["model.scan_layers=False"],
+    ap.add_argument("--set", action="append", default=list(DEFAULT_SETS),
                     help="config override (as bench/lm_train.py)")
     return ap.parse_args()
 
@@ -70,16 +71,12 @@ def _freeze(x):
 
 
 def dot_flops(key) -> float:
-    lhs, _, rhs, _, ((lc, rc), (lb, _)), _ = key
+    lhs, _, rhs, _, ((lc, rc), (lb, rb)), _ = key
     contract = math.prod(lhs[d] for d in lc)
     batch = math.prod(lhs[d] for d in lb)
     lhs_free = math.prod(s for d, s in enumerate(lhs) if d not in lc and d not in lb)
-    rhs_free = math.prod(s for d, s in enumerate(rhs) if d not in rc and d not in _rhs_batch(key))
+    rhs_free = math.prod(s for d, s in enumerate(rhs) if d not in rc and d not in rb)
     return 2.0 * batch * lhs_free * rhs_free * contract
-
-
-def _rhs_batch(key):
-    return key[4][1][1]
 
 
 def time_dot(key, compiler_options, repeats: int) -> float:

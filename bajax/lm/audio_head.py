@@ -47,9 +47,14 @@ _SLICE_ACT = ("batch", "embed")  # logical axes of one depth slice [N, H]
 STACK_ROWS = 4096
 
 
+def run_stacked(xs: list[jax.Array]) -> bool:
+    """Whether the depth slices are short enough to run as one stacked matmul (see STACK_ROWS)."""
+    return len(xs) * xs[0].shape[0] <= STACK_ROWS
+
+
 def project(linear: Linear, xs: list[jax.Array]) -> list[jax.Array]:
     """`linear` applied to every depth slice; stacked into one matmul when the slices are short."""
-    if len(xs) * xs[0].shape[0] > STACK_ROWS:
+    if not run_stacked(xs):
         return [linear(x) for x in xs]
     y = linear(jnp.stack(xs))  # a new leading axis: the (sharded) frame axis stays as it is
     return [y[i] for i in range(len(xs))]
@@ -74,7 +79,7 @@ class DepthFFN(nnx.Module):
         """FFN_k of every depth slice xs[k] [N, H]: one batched matmul over the stacked slices when they are
         short (as `project`), a matmul per slice otherwise."""
         n = len(xs)
-        if n * xs[0].shape[0] > STACK_ROWS:
+        if not run_stacked(xs):
             return [self._apply(x.astype(self.dtype), k) for k, x in enumerate(xs)]
         y = self._apply(jnp.stack(xs).astype(self.dtype), slice(0, n))
         return [y[k] for k in range(n)]
