@@ -13,6 +13,12 @@ The sum over dots of count x time is the matmul-only step time; the analytic FLO
 over it, and over the matmul peak probed in the same run, give the highest MFU any schedule of these
 matmuls could reach (`mfu_bound`). The real step is timed in the same run (best of `--repeats`/2 >= 2) for
 comparison.
+
+The same GEMMs in PyTorch: each dot is also timed as a plain [batch, m, k] x [batch, k, n] GEMM (contiguous
+operands, no transposes), by XLA here and by MKL in a PyTorch process of its own (bench/torch_dots.py),
+and the PyTorch eager step of bench/torch_lm.py is timed too. That answers how fast a JAX step must be to
+reach a given ratio over PyTorch eager (`jax_step_needed_for_1.2x_s`) against the least time either library
+needs for the step's matmuls alone.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 
@@ -39,6 +46,9 @@ def _args():
     ap.add_argument("--top", type=int, default=12, help="how many of the costliest dot kinds to list")
     ap.add_argument("--set", action="append", default=list(DEFAULT_SETS),
                     help="config override (as bench/lm_train.py)")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch GEMMs and step")
+    ap.add_argument("--malloc", choices=("tcmalloc", "glibc"), default="tcmalloc",
+                    help="allocator of this process and the PyTorch ones (as bench/lm_train.py)")
     return ap.parse_args()
 
 
@@ -79,6 +89,38 @@ def dot_flops(key) -> float:
     return 2.0 * batch * lhs_free * rhs_free * contract
 
 
+def gemm_shape(key) -> tuple[int, int, int, int]:
+    """(batch, m, n, k) of a dot_general: the plain batched GEMM doing the same multiply-adds."""
+    lhs, _, rhs, _, ((lc, rc), (lb, rb)), _ = key
+    batch = math.prod(lhs[d] for d in lb)
+    m = math.prod(s for d, s in enumerate(lhs) if d not in lc and d not in lb)
+    n = math.prod(s for d, s in enumerate(rhs) if d not in rc and d not in rb)
+    return batch, m, n, math.prod(lhs[d] for d in lc)
+
+
+def time_gemm(gemm, compiler_options, repeats: int) -> float:
+    """Best wall time of [batch, m, k] x [batch, k, n] in XLA, contiguous operands."""
+    import jax
+    import jax.numpy as jnp
+
+    batch, m, n, k = gemm
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.standard_normal((batch, m, k), np.float32))
+    b = jnp.asarray(rng.standard_normal((batch, k, n), np.float32))
+    f = jax.jit(jnp.matmul, compiler_options=compiler_options)
+    return best_seconds(lambda: f(a, b), repeats)
+
+
+def torch_gemm_seconds(gemms, repeats: int) -> list[float]:
+    """Best wall times of these GEMMs in PyTorch (bench/torch_dots.py, its own process)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_dots.py")
+    done = subprocess.run([sys.executable, script, str(repeats)], input=json.dumps(gemms), text=True,
+                          capture_output=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"bench/torch_dots.py failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout)["seconds"]
+
+
 def time_dot(key, compiler_options, repeats: int) -> float:
     """Best wall time of this dot compiled alone (inputs resident, output waited for)."""
     import jax
@@ -96,6 +138,9 @@ def time_dot(key, compiler_options, repeats: int) -> float:
 
 def main() -> None:
     args = _args()
+    from bajax.malloc import preloaded_tcmalloc, reexec_with_tcmalloc
+
+    malloc = reexec_with_tcmalloc() if args.malloc == "tcmalloc" else preloaded_tcmalloc() or "glibc"
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import absl.flags
 
@@ -134,18 +179,37 @@ def main() -> None:
             return metrics
 
         step_s = best_seconds(run_step, max(2, args.repeats // 2))
+    torch_step_s = None
+    if not args.no_torch:
+        from lm_bench_jax import TorchWorker
+
+        worker = TorchWorker(args.config, b, t, args.set)
+        try:
+            torch_step_s = min(worker.step() for _ in range(max(2, args.repeats // 2)))
+        finally:
+            worker.close()
 
     empty = jax.jit(lambda x: x + 1, compiler_options=options)
     dispatch = best_seconds(lambda: empty(jnp.zeros((8,), jnp.float32)), 20)
     peaks, rows = [probe_peak()], []
     for key, count in dots.items():
         seconds = max(time_dot(key, options, args.repeats) - dispatch, 0.0)
+        gemm_s = max(time_gemm(gemm_shape(key), options, args.repeats) - dispatch, 0.0)
         rows.append({"lhs": list(key[0]), "rhs": list(key[2]), "dims": str(key[4]), "count": count,
+                     "gemm": list(gemm_shape(key)),
                      "ms_each": round(seconds * 1e3, 3), "gflop_each": round(dot_flops(key) / 1e9, 3),
                      "gflops_per_s": round(dot_flops(key) / seconds / 1e9, 1) if seconds else None,
-                     "_total": count * seconds})
+                     "_total": count * seconds, "_gemm_total": count * gemm_s})
     peaks.append(probe_peak())
     matmul_s = sum(r["_total"] for r in rows)
+    gemm_s = sum(r["_gemm_total"] for r in rows)
+    torch_gemm_s = None
+    if not args.no_torch:
+        torch_times = torch_gemm_seconds([r["gemm"] for r in rows], args.repeats)
+        for r, seconds in zip(rows, torch_times):
+            r["torch_ms_each"] = round(seconds * 1e3, 3)
+        torch_gemm_s = sum(r["count"] * s for r, s in zip(rows, torch_times))
+        peaks.append(probe_peak())
     dot_gflop = sum(r["count"] * r["gflop_each"] for r in rows)
     peak = statistics.median(peaks)
     rows.sort(key=lambda r: -r["_total"])
@@ -159,9 +223,17 @@ def main() -> None:
         "mfu_bound": round(analytic / matmul_s / peak, 3),
         "step_time_s": round(step_s, 3), "step_mfu": round(analytic / step_s / peak, 3),
         "matmul_share_of_step": round(matmul_s / step_s, 3),
-        "costliest_dots": [{k: v for k, v in r.items() if k != "_total"} | {"ms_total": round(r["_total"] * 1e3, 1)}
-                           for r in rows[:args.top]],
+        "gemm_only_step_s": {"xla": round(gemm_s, 3)},
+        "malloc": malloc,
+        "costliest_dots": [{k: v for k, v in r.items() if not k.startswith("_")}
+                           | {"ms_total": round(r["_total"] * 1e3, 1)} for r in rows[:args.top]],
     }
+    if torch_step_s is not None:
+        out["gemm_only_step_s"]["torch"] = round(torch_gemm_s, 3)
+        out["torch_step_time_s"] = round(torch_step_s, 3)
+        out["torch_step_mfu"] = round(analytic / torch_step_s / peak, 3)
+        # Same FLOPs and peak, so a tokens/s ratio is a step-time ratio: 1.2x needs this JAX step time.
+        out["jax_step_needed_for_1.2x_s"] = round(torch_step_s / 1.2, 3)
     print(json.dumps(out, indent=1))
 
 
