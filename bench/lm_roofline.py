@@ -18,7 +18,8 @@ The same GEMMs in PyTorch: each dot is also timed as a plain [batch, m, k] x [ba
 operands, no transposes), by XLA here and by MKL in a PyTorch process of its own (bench/torch_dots.py),
 and the PyTorch eager step of bench/torch_lm.py is timed too. That answers how fast a JAX step must be to
 reach a given ratio over PyTorch eager (`jax_step_needed_for_1.2x_s`) against the least time either library
-needs for the step's matmuls alone.
+needs for the step's matmuls alone, and plus the parameter update alone (`optimizer_only_s`: clipping and
+AdamW over every trainable parameter, timed by itself).
 """
 
 from __future__ import annotations
@@ -121,6 +122,31 @@ def torch_gemm_seconds(gemms, repeats: int) -> list[float]:
     return json.loads(done.stdout)["seconds"]
 
 
+def time_optimizer(trainer, state, compiler_options, repeats: int) -> float:
+    """Best wall time of the step's parameter update alone: clipping, AdamW and the gradient-norm metric
+    over every trainable parameter, as `make_train_step` applies them (memory-bound work that no schedule
+    of the matmuls can hide on a CPU whose cores run the matmuls)."""
+    import jax
+    import optax
+    from flax import nnx
+
+    trainable, _ = nnx.split_state(state["model"], trainer.is_trainable, ...)
+    grads = jax.tree.map(lambda p: p * 1e-3, trainable)
+
+    def update(opt_state, params, grads):
+        updates, opt_state = trainer.tx.update(grads, opt_state, params)
+        return opt_state, optax.apply_updates(params, updates), optax.global_norm(grads)
+
+    f = jax.jit(update, donate_argnums=(0, 1), compiler_options=compiler_options)
+    box = {"opt": jax.tree.map(lambda x: x.copy(), state["opt"]), "params": trainable}
+
+    def run():
+        box["opt"], box["params"], norm = f(box["opt"], box["params"], grads)
+        return norm
+
+    return best_seconds(run, repeats)
+
+
 def time_dot(key, compiler_options, repeats: int) -> float:
     """Best wall time of this dot compiled alone (inputs resident, output waited for)."""
     import jax
@@ -179,6 +205,7 @@ def main() -> None:
             return metrics
 
         step_s = best_seconds(run_step, max(2, args.repeats // 2))
+        optimizer_s = time_optimizer(trainer, box["state"], options, args.repeats)
     torch_step_s = None
     if not args.no_torch:
         from lm_bench_jax import TorchWorker
@@ -223,6 +250,8 @@ def main() -> None:
         "mfu_bound": round(analytic / matmul_s / peak, 3),
         "step_time_s": round(step_s, 3), "step_mfu": round(analytic / step_s / peak, 3),
         "matmul_share_of_step": round(matmul_s / step_s, 3),
+        "optimizer_only_s": round(optimizer_s, 3),
+        "matmul_only_plus_optimizer_s": round(matmul_s + optimizer_s, 3),
         "gemm_only_step_s": {"xla": round(gemm_s, 3)},
         "malloc": malloc,
         "costliest_dots": [{k: v for k, v in r.items() if not k.startswith("_")}

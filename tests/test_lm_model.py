@@ -93,18 +93,18 @@ def test_audio_head_is_causal_over_codebooks(model, k):
 
 @pytest.mark.parametrize("positions", [8, 3])
 def test_depth_attention_equals_masked_softmax_attention(positions):
-    """The pairwise depth attention over slices (hand-written backward) against einsum attention with a
-    causal mask over the stacked depth axis."""
+    """The pairwise depth attention over slices (hand-written backward, score scale applied inside)
+    against einsum attention with a causal mask over the stacked depth axis and pre-scaled queries."""
     rng = np.random.default_rng(positions)
     q, k, v, w = (jnp.asarray(rng.normal(size=(positions, 6, 3, 16)), jnp.float32) for _ in range(4))
     causal = jnp.tril(jnp.ones((positions, positions), bool))
 
     def reference(q, k, v):
-        scores = jnp.where(causal, jnp.einsum("qnhd,knhd->nhqk", q, k), -jnp.inf)
+        scores = jnp.where(causal, jnp.einsum("qnhd,knhd->nhqk", q * 16 ** -0.5, k), -jnp.inf)
         return jnp.einsum("nhqk,knhd->qnhd", jax.nn.softmax(scores, axis=-1), v)
 
     def on_slices(q, k, v):
-        return jnp.stack(depth_attention(list(q), list(k), list(v)))
+        return jnp.stack(depth_attention(list(q), list(k), list(v), 16 ** -0.5))
 
     def value_and_grads(fn):
         return jax.value_and_grad(lambda *a: jnp.sum(fn(*a) * w), argnums=(0, 1, 2))(q, k, v)

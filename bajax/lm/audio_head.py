@@ -115,8 +115,7 @@ class AudioHeadLayer(nnx.Module):
         """Causal MHA over the depth slices xs (each [N, H]), with the Attention module's projections."""
         attn = self.self_attention
         q = project(attn.q_proj, xs)  # each [N, heads, d]
-        q = [t * jnp.asarray(t.shape[-1] ** -0.5, t.dtype) for t in q]
-        out = depth_attention(q, project(attn.k_proj, xs), project(attn.v_proj, xs))
+        out = depth_attention(q, project(attn.k_proj, xs), project(attn.v_proj, xs), q[0].shape[-1] ** -0.5)
         return project(attn.o_proj, out)
 
     def __call__(self, xs: list[jax.Array]) -> list[jax.Array]:
