@@ -4,7 +4,10 @@ hidden 1024, 8 attention heads, 3 layers, codebooks [8192, 4096, 2048, 1024 x 5]
 of every head parameter, the 8 shared code-embedding tables and the input states (what a train step
 needs). Both sides see the same random inputs; each timed call is bracketed by a matmul peak probe.
 
-    python bench/audio_head.py [--repeats 5] [--no-torch]
+    python bench/audio_head.py [--repeats 5] [--no-torch] [--malloc tcmalloc|glibc]
+
+Like bench/lm_train.py it restarts on tcmalloc when installed (`bajax.malloc`): on glibc malloc the JAX
+head's calls ranged 0.90-1.68 s on this host, on tcmalloc 0.58-0.88 s in two runs (2026-12-01, bench/RESULTS_lm.md).
 """
 
 from __future__ import annotations
@@ -120,5 +123,9 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--malloc", choices=("tcmalloc", "glibc"), default="tcmalloc")
     a = ap.parse_args()
-    print(json.dumps(run_head(a.repeats, with_torch=not a.no_torch), indent=1))
+    from bajax.malloc import preloaded_tcmalloc, reexec_with_tcmalloc
+
+    malloc = reexec_with_tcmalloc() if a.malloc == "tcmalloc" else preloaded_tcmalloc() or "glibc"
+    print(json.dumps(run_head(a.repeats, with_torch=not a.no_torch) | {"malloc": malloc}, indent=1))
