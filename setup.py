@@ -32,5 +32,5 @@ setup(
             "ipykernel==7.4.0",
         ],
     },
-    entry_points={"console_scripts": ["bajax=bajax.cli:main"]},
+    entry_points={"console_scripts": ["bajax=bajax.cli:console_main"]},
 )

@@ -3,6 +3,10 @@
     bajax train --config configs/lm/tiny.py --workdir runs/lm_tiny [--config.train.steps=50]
     bajax prepare --manifest data.jsonl --out prepared/ [--tokenizer CKPT]
 
+The installed `bajax` script (`console_main`) first restarts itself on tcmalloc when the library is
+installed and not yet preloaded: XLA:CPU steps run ~15% faster on it (`bajax.malloc`). Set
+`BAJAX_MALLOC=glibc` to keep the system allocator.
+
 Each sub-command lives beside the code it drives, in a module with `register(subparsers)` that adds its
 parser and sets `func(args, overrides) -> exit code`; `COMMANDS` lists those modules. Run
 `bajax <command> --help` for the options of each.
@@ -82,6 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     if overrides and not getattr(args, "accepts_overrides", False):
         raise SystemExit(f"bajax {args.command}: --config.* overrides apply to commands that take --config")
     return int(args.func(args, overrides) or 0)
+
+
+def console_main() -> int:
+    """The `bajax` console script: `main` on tcmalloc unless BAJAX_MALLOC=glibc (see the module doc)."""
+    choice = os.environ.get("BAJAX_MALLOC", "tcmalloc")
+    if choice not in ("tcmalloc", "glibc"):
+        raise SystemExit(f"bajax: BAJAX_MALLOC must be 'tcmalloc' or 'glibc', got {choice!r}")
+    if choice == "tcmalloc":
+        from bajax.malloc import reexec_with_tcmalloc
+
+        reexec_with_tcmalloc()
+    return main()
 
 
 if __name__ == "__main__":

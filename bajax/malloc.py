@@ -4,8 +4,8 @@ LM step: 1.2 million minor faults and ~2 s of kernel time per ~8.5 s step). tcma
 for reuse: no faults after the first step, and that step ran 7.3-7.5 s instead of 8.5-8.8 s
 (bench/RESULTS_lm.md). The allocator must be preloaded when the process starts, hence a re-exec.
 
-    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 bajax train ...   (by hand)
-    apt-get install libtcmalloc-minimal4                                             (Debian/Ubuntu)
+    apt-get install libtcmalloc-minimal4      (Debian/Ubuntu; the `bajax` script then restarts on it itself)
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python my_script.py   (other entry points)
 """
 
 from __future__ import annotations
@@ -31,6 +31,17 @@ def find_tcmalloc() -> str | None:
 def preloaded_tcmalloc() -> str | None:
     """The tcmalloc this process was started with (in LD_PRELOAD), or None."""
     return next((p for p in os.environ.get("LD_PRELOAD", "").split(":") if "tcmalloc" in p), None)
+
+
+def allocator() -> str:
+    """The allocator of this process, for start-up messages: tcmalloc's path, or glibc and what to do."""
+    current = preloaded_tcmalloc()
+    if current:
+        return current
+    path = find_tcmalloc()
+    hint = (f"LD_PRELOAD={path}, which the `bajax` script sets itself" if path
+            else "apt-get install libtcmalloc-minimal4")
+    return f"glibc malloc (XLA:CPU steps run ~15% faster on tcmalloc: {hint})"
 
 
 def reexec_with_tcmalloc() -> str:

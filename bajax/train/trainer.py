@@ -20,7 +20,7 @@ from etils import epath
 from flax import nnx
 from ml_collections import ConfigDict
 
-from bajax import sharding
+from bajax import malloc, sharding
 from bajax.train import checkpoint, distributed, freeze, optim, peak
 from bajax.train.metrics import MetricsWriter
 from bajax.train.step import init_state, make_train_step, state_shardings
@@ -245,9 +245,10 @@ class Trainer:
             step = int(jax.device_get(state["step"]))
             if say and step == 0:
                 n_train, n_all = self.num_trainable()
+                platform = jax.devices()[0].platform
                 print(f"{cfg.kind}: {n_all / 1e6:.2f}M parameters, {n_train / 1e6:.2f}M trainable; mesh "
-                      f"{dict(self.mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} devices",
-                      flush=True)
+                      f"{dict(self.mesh.shape)} on {jax.device_count()} {platform} devices"
+                      + (f"; allocator: {malloc.allocator()}" if platform == "cpu" else ""), flush=True)
             units = 0.0
             eval_fn = None
             preempted = False
