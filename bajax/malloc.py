@@ -44,6 +44,12 @@ def allocator() -> str:
     return f"glibc malloc (XLA:CPU steps run ~15% faster on tcmalloc: {hint})"
 
 
+def use(choice: str) -> str:
+    """For entry points with a `--malloc tcmalloc|glibc` flag: restart on tcmalloc when asked (see
+    `reexec_with_tcmalloc`); returns the allocator in use."""
+    return reexec_with_tcmalloc() if choice == "tcmalloc" else preloaded_tcmalloc() or "glibc"
+
+
 def reexec_with_tcmalloc() -> str:
     """Restart this Python process (same argv) with tcmalloc preloaded, unless it already runs on it.
 

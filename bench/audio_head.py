@@ -125,7 +125,7 @@ if __name__ == "__main__":
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--malloc", choices=("tcmalloc", "glibc"), default="tcmalloc")
     a = ap.parse_args()
-    from bajax.malloc import preloaded_tcmalloc, reexec_with_tcmalloc
+    from bajax import malloc as bajax_malloc
 
-    malloc = reexec_with_tcmalloc() if a.malloc == "tcmalloc" else preloaded_tcmalloc() or "glibc"
+    malloc = bajax_malloc.use(a.malloc)
     print(json.dumps(run_head(a.repeats, with_torch=not a.no_torch) | {"malloc": malloc}, indent=1))

@@ -82,12 +82,7 @@ def _freeze(x):
 
 
 def dot_flops(key) -> float:
-    lhs, _, rhs, _, ((lc, rc), (lb, rb)), _ = key
-    contract = math.prod(lhs[d] for d in lc)
-    batch = math.prod(lhs[d] for d in lb)
-    lhs_free = math.prod(s for d, s in enumerate(lhs) if d not in lc and d not in lb)
-    rhs_free = math.prod(s for d, s in enumerate(rhs) if d not in rc and d not in rb)
-    return 2.0 * batch * lhs_free * rhs_free * contract
+    return 2.0 * math.prod(gemm_shape(key))
 
 
 def gemm_shape(key) -> tuple[int, int, int, int]:
@@ -164,9 +159,9 @@ def time_dot(key, compiler_options, repeats: int) -> float:
 
 def main() -> None:
     args = _args()
-    from bajax.malloc import preloaded_tcmalloc, reexec_with_tcmalloc
+    from bajax import malloc as bajax_malloc
 
-    malloc = reexec_with_tcmalloc() if args.malloc == "tcmalloc" else preloaded_tcmalloc() or "glibc"
+    malloc = bajax_malloc.use(args.malloc)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import absl.flags
 

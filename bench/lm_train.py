@@ -51,9 +51,9 @@ def _args():
 
 def main() -> None:
     args = _args()
-    from bajax.malloc import preloaded_tcmalloc, reexec_with_tcmalloc
+    from bajax import malloc as bajax_malloc
 
-    malloc = reexec_with_tcmalloc() if args.malloc == "tcmalloc" else preloaded_tcmalloc() or "glibc"
+    malloc = bajax_malloc.use(args.malloc)
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import absl.flags
