@@ -93,10 +93,9 @@ def console_main() -> int:
     choice = os.environ.get("BAJAX_MALLOC", "tcmalloc")
     if choice not in ("tcmalloc", "glibc"):
         raise SystemExit(f"bajax: BAJAX_MALLOC must be 'tcmalloc' or 'glibc', got {choice!r}")
-    if choice == "tcmalloc":
-        from bajax.malloc import reexec_with_tcmalloc
+    from bajax import malloc
 
-        reexec_with_tcmalloc()
+    malloc.use(choice)
     return main()
 
 
