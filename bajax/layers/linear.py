@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bajax import sharding
+from bajax import kernels
 
 Shape = int | Sequence[int]
 
@@ -48,20 +48,7 @@ class Linear(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.kernel[...].astype(self.dtype)
         x = x.astype(self.dtype)
-        if sharding.tracing_for_one_device():
-            # One 2-D matmul [rows, fan_in] x [fan_in, fan_out]: with several leading (batch, length) dims
-            # the weight gradient contracts over two dims and XLA:CPU materialises a transposed copy of the
-            # output gradient for it (~15% of an LM step); flat, it is a plain matmul (backbone fwd+bwd
-            # 1.3x faster, bench/RESULTS_lm.md). Only unpartitioned: on a multi-device CPU mesh the
-            # flattened program's collectives deadlocked in XLA:CPU's in-process communicator.
-            lead = x.shape[:x.ndim - len(self.in_shape)]
-            fan_in, fan_out = math.prod(self.in_shape), math.prod(self.out_shape)
-            y = jnp.matmul(x.reshape(math.prod(lead), fan_in), kernel.reshape(fan_in, fan_out))
-            y = y.reshape(lead + self.out_shape)
-        else:
-            n_in = len(self.in_shape)
-            contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
-            y = jax.lax.dot_general(x, kernel, (contract, ((), ())))
+        y = kernels.linear(x, kernel, len(self.in_shape))
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         return y

@@ -15,12 +15,10 @@ biases are off unless `ffn_bias=True` (config `audio_head_ffn_bias`); an exporte
 After the layers: RMSNorm `headnorm`, then heads[k] = Linear(h, cb_k + 1) with bias; column cb_k is
 end-of-audio, which only codebook 0 may emit (`mask_end_of_audio`).
 
-All B*T frames run at once, as a list of 8 depth slices [N, H] (N = B*T): the shared projections are
-[N, H] x [H, H'] matmuls per slice, FFN_k applies weight set k to slice k, heads[k] reads slice k, and the
-8x8 causal attention combines slices pair by pair (`bajax.lm.depth_attention`). On CPU this ran the small
-4x512 LM step 4-10% faster than one [8, N, H] array (where the projections are [8N, H] matmuls, which XLA
-runs at ~225 GFLOP/s here against ~300 for [N, H], and the FFN a batched matmul), and it needs no stacking
-or slicing copies (bench/RESULTS_lm.md).
+All B*T frames run at once, as a list of 8 depth slices [N, H] (N = B*T): the shared projections and
+FFN_k apply to the slices through `kernels.depth_map` (one matmul over the stacked slices; on CPU a matmul
+per slice when the slices are long), heads[k] reads slice k, and `kernels.depth_attention` is the 8x8
+causal attention over the slices.
 """
 
 from __future__ import annotations
@@ -31,33 +29,19 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from bajax import sharding
+from bajax import kernels, sharding
 from bajax.layers.attention import Attention
 from bajax.layers.linear import Embedding, Linear, fan_in_init
-from bajax.layers.mlp import gelu_exact
 from bajax.layers.norms import RMSNorm
 from bajax.layers.stack import Stack
-from bajax.lm.depth_attention import depth_attention
 
 DEPTH = 8
 _SLICE_ACT = ("batch", "embed")  # logical axes of one depth slice [N, H]
-# Slices with at most this many rows in all are projected as one stacked matmul: a [64, 1024] slice is far
-# too short a matmul (the reference-shape head ran 0.93 s per slice vs 0.62-0.64 s stacked), while [8 * 2048, 640]
-# ran at ~225 GFLOP/s against ~300 for eight [2048, 640] ones (bench/RESULTS_lm.md).
-STACK_ROWS = 4096
-
-
-def run_stacked(xs: list[jax.Array]) -> bool:
-    """Whether the depth slices are short enough to run as one stacked matmul (see STACK_ROWS)."""
-    return len(xs) * xs[0].shape[0] <= STACK_ROWS
 
 
 def project(linear: Linear, xs: list[jax.Array]) -> list[jax.Array]:
-    """`linear` applied to every depth slice; stacked into one matmul when the slices are short."""
-    if not run_stacked(xs):
-        return [linear(x) for x in xs]
-    y = linear(jnp.stack(xs))  # a new leading axis: the (sharded) frame axis stays as it is
-    return [y[i] for i in range(len(xs))]
+    """`linear` applied to every depth slice (the same weights at every depth position)."""
+    return kernels.depth_map(lambda x, _: linear(x), xs)
 
 
 class DepthFFN(nnx.Module):
@@ -76,13 +60,8 @@ class DepthFFN(nnx.Module):
                       if use_bias else None)
 
     def __call__(self, xs: list[jax.Array]) -> list[jax.Array]:
-        """FFN_k of every depth slice xs[k] [N, H]: one batched matmul over the stacked slices when they are
-        short (as `project`), a matmul per slice otherwise."""
-        n = len(xs)
-        if not run_stacked(xs):
-            return [self._apply(x.astype(self.dtype), k) for k, x in enumerate(xs)]
-        y = self._apply(jnp.stack(xs).astype(self.dtype), slice(0, n))
-        return [y[k] for k in range(n)]
+        """FFN_k of every depth slice xs[k] [N, H]."""
+        return kernels.depth_map(lambda x, k: self._apply(x.astype(self.dtype), k), xs)
 
     def _apply(self, x: jax.Array, k: int | slice) -> jax.Array:
         """x [N, H] with an int k, or [n, N, H] with the slice of depth positions it holds."""
@@ -90,7 +69,7 @@ class DepthFFN(nnx.Module):
         y = jnp.einsum(batched, x, self.linear1[k].astype(self.dtype))
         if self.bias1 is not None:
             y = y + self._bias(self.bias1, k, x.ndim)
-        y = jnp.einsum(batched, gelu_exact(y), self.linear2[k].astype(self.dtype))
+        y = jnp.einsum(batched, kernels.gelu(y), self.linear2[k].astype(self.dtype))
         if self.bias2 is not None:
             y = y + self._bias(self.bias2, k, x.ndim)
         return y
@@ -114,8 +93,8 @@ class AudioHeadLayer(nnx.Module):
     def attend(self, xs: list[jax.Array]) -> list[jax.Array]:
         """Causal MHA over the depth slices xs (each [N, H]), with the Attention module's projections."""
         attn = self.self_attention
-        q = project(attn.q_proj, xs)  # each [N, heads, d]
-        out = depth_attention(q, project(attn.k_proj, xs), project(attn.v_proj, xs), q[0].shape[-1] ** -0.5)
+        q, k, v = (project(p, xs) for p in (attn.q_proj, attn.k_proj, attn.v_proj))  # each [N, heads, d]
+        out = kernels.depth_attention(q, k, v, q[0].shape[-1] ** -0.5)
         return project(attn.o_proj, out)
 
     def __call__(self, xs: list[jax.Array]) -> list[jax.Array]:
