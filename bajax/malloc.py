@@ -1,8 +1,7 @@
 """Run CPU jobs on tcmalloc: XLA:CPU allocates each step's temporaries afresh, and glibc's malloc hands
-large freed blocks back to the kernel, so every step page-faults its working set in again (the small 4x512
-LM step: 1.2 million minor faults and ~2 s of kernel time per ~8.5 s step). tcmalloc keeps freed memory
-for reuse: no faults after the first step, and that step ran 7.3-7.5 s instead of 8.5-8.8 s
-(bench/RESULTS_lm.md). The allocator must be preloaded when the process starts, hence a re-exec.
+large freed blocks back to the kernel, so every step page-faults its working set in again. tcmalloc keeps
+freed memory for reuse: no faults after the first step, and a faster step (measured in bench/RESULTS_lm.md
+and the README). The allocator must be preloaded when the process starts, hence a re-exec.
 
     apt-get install libtcmalloc-minimal4      (Debian/Ubuntu; the `bajax` script then restarts on it itself)
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python my_script.py   (other entry points)

@@ -157,12 +157,6 @@ def variable_axes(var: nnx.Variable) -> tuple[str | None, ...]:
     return tuple(axes)
 
 
-def state_specs(state, rules=None, mesh: jax.sharding.Mesh | None = None):
-    """The PartitionSpec tree of an nnx State (or abstract State) from its `logical_axes` metadata."""
-    mesh_axes = mesh.axis_names if mesh is not None else None
-    return jax.tree.map(lambda v: logical_to_spec(variable_axes(v), rules, mesh_axes), state, is_leaf=_is_var)
-
-
 def state_shardings(state, mesh: jax.sharding.Mesh, rules=None):
     """NamedShardings for an nnx State, dropping a mesh axis where it does not divide the dimension."""
 

@@ -1,4 +1,4 @@
-"""Step counts and sizes of `bajax quickstart` (the whole recipe on the embedded corpus, ~15 min on 2 cores).
+"""Step counts and sizes of `bajax quickstart`: the whole recipe on the embedded corpus (timing: README.md).
 
   bajax quickstart --workdir runs/quickstart
   bajax quickstart --workdir runs/qs_smoke --config.tokenizer_steps=20      # any key can be overridden

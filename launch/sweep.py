@@ -17,39 +17,14 @@ member (launch/gpu_slurm.sbatch).
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+from bajax.sweep import expand, load_sweep
+
 HERE = Path(__file__).resolve().parent
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
-
-
-def load_sweep(path: str) -> tuple[str | None, list[tuple[str, list[str]]]]:
-    """(default config, members) of a sweep file; raises ValueError naming what is wrong."""
-    spec = importlib.util.spec_from_file_location(f"_bajax_sweep_{Path(path).stem}", path)
-    if spec is None or not Path(path).is_file():
-        raise ValueError(f"sweep file {path!r} not found")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_sweep"):
-        raise ValueError(f"{path} has no get_sweep() returning [(name, [overrides]), ...]")
-    members, seen = [], set()
-    for entry in module.get_sweep():
-        name, overrides = entry
-        if not NAME_RE.match(name) or name in seen:
-            raise ValueError(f"{path}: member name {name!r} must be unique and a plain file name")
-        bad = [o for o in overrides if "=" not in o]
-        if bad:
-            raise ValueError(f"{path}: member {name!r} has overrides without '=': {bad} (write 'a.b=value')")
-        seen.add(name)
-        members.append((name, [o.removeprefix("--config.") for o in overrides]))
-    if not members:
-        raise ValueError(f"{path}: get_sweep() returned no members")
-    return getattr(module, "CONFIG", None), members
 
 
 def member_command(launcher: str, config: str, workdir: str, overrides: list[str], extra: list[str],
@@ -82,11 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args(argv)
     try:
-        default_config, members = load_sweep(args.sweep)
+        sweep = load_sweep(args.sweep)
     except ValueError as e:
         print(f"sweep: {e}", file=sys.stderr)
         return 2
-    config = args.config or default_config
+    members = sweep.members
+    config = args.config or sweep.config
     if not config:
         print(f"sweep: {args.sweep} sets no CONFIG; pass --config", file=sys.stderr)
         return 2
@@ -105,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         # `{workdir}` in an override is the sweep root (as in `bajax sweep`): a member may start from another's
         # checkpoint, e.g. train.init_from={workdir}/stage1/checkpoints.
-        overrides = [o.replace("{workdir}", root) for o in overrides]
+        overrides = expand(overrides, root)
         cmd = member_command(args.launcher, config, f"{root}/{name}", overrides, extra)
         print(shlex.join(cmd), flush=True)
         if not args.dry_run:

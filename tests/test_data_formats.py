@@ -115,7 +115,8 @@ def test_text_only_task_has_loss_on_every_text_target():
 
 
 def test_text_only_mixture_reads_asr_transcripts(tmp_path):
-    from bajax.data import config, lm_pipeline, prepare, testing
+    from bajax.data import config, lm_pipeline, prepare
+    from tests import data_testing as testing
 
     m = testing.write_manifest(str(tmp_path / "c"), per_task=2, valid=0)
     prepare.prepare(m, str(tmp_path / "p"), encode_fn=testing.FakeEncoder(), workers=0, progress=False)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from bajax.audio import io as audio_io
-from bajax.data import prepare, records, testing
+from bajax.data import prepare, records
+from tests import data_testing as testing
 
 
 def _row(i, **kw):

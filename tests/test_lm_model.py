@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bajax import sharding
+from bajax import kernels, sharding
+from bajax.kernels import depth_attention
 from bajax.layers.linear import Embedding
-from bajax.lm import audio_head, flops, generate, hf_qwen2, special_tokens
+from bajax.lm import audio_head, flops, generate, special_tokens
 from bajax.lm import batch as lm_batch
 from bajax.lm.config import default_model_config
-from bajax.lm.depth_attention import depth_attention
 from bajax.lm.losses import lm_loss, loss_totals
 from bajax.lm.model import AudioLLM
+from tests import hf_qwen2_ref
 
 CODEBOOKS = (16, 12, 8, 8, 8, 8, 8, 8)
 
@@ -92,6 +93,7 @@ def test_audio_head_is_causal_over_codebooks(model, k):
 
 
 @pytest.mark.parametrize("positions", [8, 3])
+@pytest.mark.slow
 def test_depth_attention_equals_masked_softmax_attention(positions):
     """The pairwise depth attention over slices (hand-written backward, score scale applied inside)
     against einsum attention with a causal mask over the stacked depth axis and pre-scaled queries."""
@@ -117,6 +119,7 @@ def test_depth_attention_equals_masked_softmax_attention(positions):
 
 
 @pytest.mark.parametrize("ffn_bias", [False, True])
+@pytest.mark.slow
 def test_audio_head_per_slice_and_stacked_projections_agree(monkeypatch, ffn_bias):
     """Long depth slices run a matmul each, short ones one stacked matmul: same logits and gradients (in
     float64, so the two summation orders agree to rounding)."""
@@ -140,7 +143,7 @@ def test_audio_head_per_slice_and_stacked_projections_agree(monkeypatch, ffn_bia
             return sum(jnp.sum(jax.nn.log_softmax(lg)[:, 0] * (k + 1)) for k, lg in enumerate(logits))
 
         stacked = jax.value_and_grad(loss)(params)
-        monkeypatch.setattr(audio_head, "STACK_ROWS", 0)
+        monkeypatch.setattr(kernels.cpu, "STACK_ROWS", 0)
         per_slice = jax.value_and_grad(loss)(params)
     np.testing.assert_allclose(per_slice[0], stacked[0], rtol=1e-12)
     for got, want in zip(jax.tree.leaves(per_slice[1]), jax.tree.leaves(stacked[1])):
@@ -176,6 +179,7 @@ def test_kv_cached_decoding_equals_full_forward():
         np.testing.assert_allclose(np.asarray(a)[real], np.asarray(b)[real], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_scan_and_loop_models_agree():
     batch = make_batch(tiny_cfg(), seed=2)
     a = AudioLLM(tiny_cfg(), rngs=nnx.Rngs(3))
@@ -280,8 +284,8 @@ def test_text_logits_match_hf_qwen2():
             p.copy_(1.0 + 0.2 * torch.randn_like(p) if "norm" in name else 0.2 * torch.randn_like(p))
     tensors = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
     model = AudioLLM(cfg, rngs=nnx.Rngs(0))
-    hf_qwen2.load_into(model, hf_qwen2.qwen2_to_bajax(tensors, cfg))
-    back = hf_qwen2.bajax_to_qwen2(nnx.to_pure_dict(nnx.state(model, nnx.Param)), cfg)
+    hf_qwen2_ref.load_into(model, hf_qwen2_ref.qwen2_to_bajax(tensors, cfg))
+    back = hf_qwen2_ref.bajax_to_qwen2(nnx.to_pure_dict(nnx.state(model, nnx.Param)), cfg)
     for k, v in tensors.items():
         np.testing.assert_array_equal(back[k], v, err_msg=k)
 

@@ -1,12 +1,12 @@
 """Chunked attention core for the flow decoder: block-causal (estimator) and causal (Pre-Net).
 
-`bajax.layers.masks.attention_mask(kind='block_causal')` + `dot_product_attention` computes all T x T scores
+`bajax.layers.masks.attention_mask(pattern='block_causal')` + `dot_product_attention` computes all T x T scores
 and masks the future chunks away. Here query chunk c is contracted only against keys [0, (c + 1) * chunk),
-the keys it may see: the same result for 60% of the score FLOPs at 5 chunks, and no [B, H, T, T] tensors,
-which is what made the full version 4x slower on CPU. The loop over chunks is static (unrolled at trace
-time). Scores and softmax are fp32; masked keys get a finite -1e30, so an all-padding row (an empty batch
-row) gives a uniform distribution, never NaN. Padded queries may attend to valid keys (as in the reference,
-whose mask only hides padded keys); their outputs are masked downstream and never reach valid frames.
+the keys it may see: the same result for 60% of the score FLOPs at 5 chunks, and no [B, H, T, T] score or
+mask tensors. The loop over chunks is static (unrolled at trace time). Scores and softmax are fp32; masked
+keys get a finite -1e30, so an all-padding row (an empty batch row) gives a uniform distribution, never NaN.
+Padded queries may attend to valid keys (as in the reference, whose mask only hides padded keys); their
+outputs are masked downstream and never reach valid frames.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Kernels are stored `[kernel, in, out]` with logical axes ('kernel', 'conv_in', 'conv_out'); PyTorch stores
 Conv1d as [out, in, k] and ConvTranspose1d as [in, out, k] (the exporter transposes). A convolution whose
 kernel equals its stride and has no padding (the tokenizer bridge: k 4, s 4) is a reshape and one matmul,
-which is what it runs as: XLA's CPU convolution is several times slower than its GEMM for that shape.
+which is what it runs as (XLA:CPU runs a GEMM better than its convolution for that shape).
 """
 
 from __future__ import annotations

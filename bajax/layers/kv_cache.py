@@ -48,7 +48,3 @@ def write_kv(k_cache: jax.Array, v_cache: jax.Array, k: jax.Array, v: jax.Array,
     start = (0, index, 0, 0)
     return (jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), start),
             jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), start))
-
-
-def advance(cache: KVCache, steps: int) -> KVCache:
-    return cache._replace(index=cache.index + steps)

@@ -94,9 +94,3 @@ def sample_frame(model, h: jax.Array, key: jax.Array, sampling: Sampling,
         hist_k = None if history is None else history[..., k]
         codes = codes.at[:, k].set(sample_logits(logits_k, keys[k], sampling, hist_k))
     return codes
-
-
-def sample_text(model, h: jax.Array, key: jax.Array, sampling: Sampling,
-                history: jax.Array | None = None) -> jax.Array:
-    """Next text ids [B] from hidden states h [B, H]."""
-    return sample_logits(model.text_logits(h), key, sampling, history)

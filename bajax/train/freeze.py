@@ -47,12 +47,6 @@ def trainable_filter(freeze: Sequence[str], train_only: Sequence[str]):
     return is_trainable
 
 
-def split_trainable(state: nnx.State, is_trainable) -> tuple[nnx.State, nnx.State]:
-    """(trainable params, everything else) of a model state."""
-    trainable, rest = nnx.split_state(state, is_trainable, ...)
-    return trainable, rest
-
-
 def check_patterns(state: nnx.State, freeze: Sequence[str], train_only: Sequence[str]) -> None:
     """A pattern that matches no parameter is almost always a typo: stop and list real names."""
     names = [path_str(p) for p, v in nnx.to_flat_state(state) if isinstance(v, nnx.Param)]

@@ -25,18 +25,17 @@ PEAK_FLOPS = {
 
 
 def table_peak(device_kind: str) -> float | None:
-    kind = device_kind.lower()
+    device = device_kind.lower()
     for name, flops in sorted(PEAK_FLOPS.items(), key=lambda kv: -len(kv[0])):
-        if kind.startswith(name) or name in kind:
+        if device.startswith(name) or name in device:
             return flops
     return None
 
 
-@functools.cache
-def cpu_matmul_peak(n: int = 1024, repeats: int = 8) -> float:
-    """Measured fp32 matmul FLOP/s of this host (all cores), the best of a few runs."""
-    x = jax.device_put(jnp.ones((n, n), jnp.float32), jax.local_devices(backend="cpu")[0])
-    f = jax.jit(lambda a: a @ a)
+def _matmul_flops(n: int, repeats: int) -> float:
+    """fp32 [n, n] @ [n, n] FLOP/s on the host CPU (all cores): the best of `repeats` timed runs after a
+    warm-up run."""
+    f, x = _matmul(n)
     f(x).block_until_ready()
     best = float("inf")
     for _ in range(repeats):
@@ -44,6 +43,19 @@ def cpu_matmul_peak(n: int = 1024, repeats: int = 8) -> float:
         f(x).block_until_ready()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best
+
+
+@functools.cache
+def _matmul(n: int):
+    """The compiled matmul and its operand, made once per size."""
+    x = jax.device_put(jnp.ones((n, n), jnp.float32), jax.local_devices(backend="cpu")[0])
+    return jax.jit(lambda a: a @ a), x
+
+
+@functools.cache
+def cpu_matmul_peak(n: int = 1024, repeats: int = 8) -> float:
+    """fp32 matmul FLOP/s of this host (all cores), measured once per process (`__wrapped__` measures again)."""
+    return _matmul_flops(n, repeats)
 
 
 def device_peak(override: float = 0.0) -> float:
@@ -57,24 +69,6 @@ def device_peak(override: float = 0.0) -> float:
 
 
 def probe_peak(n: int = 1536, repeats: int = 3) -> float:
-    """A fresh (uncached) fp32 matmul FLOP/s probe of ~0.1 s, for benchmarks on a shared host: calling
-    it next to each timed step gives a peak measured under the same load as that step."""
-    f = _matmul(n)
-    x = _ones(n)
-    f(x).block_until_ready()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f(x).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
-
-
-@functools.cache
-def _matmul(n: int):
-    return jax.jit(lambda a: a @ a)
-
-
-@functools.cache
-def _ones(n: int):
-    return jax.device_put(jnp.ones((n, n), jnp.float32), jax.local_devices(backend="cpu")[0])
+    """A fresh (uncached) fp32 matmul FLOP/s probe of a few short runs, for benchmarks on a shared host:
+    calling it next to each timed step gives a peak measured under the same load as that step."""
+    return _matmul_flops(n, repeats)

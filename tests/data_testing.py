@@ -1,4 +1,4 @@
-"""Tiny synthetic manifests and encoders for tests and benchmarks (no synthesiser, milliseconds to build)."""
+"""Tiny synthetic manifests and encoders for the tests (no synthesiser, milliseconds to build)."""
 
 from __future__ import annotations
 

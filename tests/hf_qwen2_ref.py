@@ -1,7 +1,8 @@
-"""Tensor mapping between Hugging Face `Qwen2ForCausalLM` weights and the AudioLLM backbone.
+"""Reference tensor mapping between Hugging Face `Qwen2ForCausalLM` weights and the AudioLLM backbone.
 
-Works on plain dicts of numpy arrays keyed by HF names (`model.layers.3.self_attn.q_proj.weight`, ...), so
-the import CLI (bajax/interop) and the tests can feed it from safetensors or a torch state dict. HF Linear
+A whole-model, in-memory mapping the tests check the streaming per-tensor importer (bajax/interop,
+`layout_lm.qwen2`) against. Works on plain dicts of numpy arrays keyed by HF names
+(`model.layers.3.self_attn.q_proj.weight`, ...), fed from safetensors or a torch state dict. HF Linear
 weights are [out, in]; bajax kernels are [in, out] with heads and head_dim kept as separate dimensions and
 the decoder layers stacked on a leading axis. Only the backbone is mapped (text embedding, layers, final
 norm, lm_head); audio embeddings and the audio head have no Qwen2 counterpart.
