@@ -11,7 +11,8 @@
 
 Each stage writes WORKDIR/<stage>/ and a DONE marker with its results; running the command again skips
 finished stages and resumes an interrupted one from its last checkpoint. The step counts and sizes are in
-`configs/quickstart.py`.
+`configs/quickstart.py`; the stages train from the configs shipped in the package (`bajax.config_files`), so
+the recipe runs from any directory. The command line is bajax/cli/quickstart.py.
 """
 
 from __future__ import annotations
@@ -24,8 +25,7 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
-ROOT = Path(__file__).resolve().parents[1]
-TASKS = ("asr", "aqa", "s2tt", "intlv", "tts", "itts", "audio")
+from bajax import config_files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Quickstart:
     def _config(self, spec: str, overrides: list[str]):
         from bajax.config import load
 
-        return load(str(ROOT / spec), list(overrides))
+        return load(config_files.packaged(spec), list(overrides))
 
     def _train(self, stage: str, spec: str, overrides: list[str]) -> dict:
         """Trains (or resumes) one run and returns its last logged metrics."""
@@ -84,7 +84,7 @@ class Quickstart:
 
     def prepare(self) -> dict:
         from bajax.data import prepare, sources
-        from bajax.tokenizer.encode import load_encode_fn
+        from bajax.models.tokenizer import load_encode_fn
 
         manifest = sources.corpus_dir() / sources.CORPUS_MANIFEST
         summary = prepare.prepare(str(manifest), str(self.path("2_prepare")),
@@ -105,8 +105,6 @@ class Quickstart:
                             f"train.init_from={self.path('3_lm_stage1') / 'checkpoints'}"])
 
     def flow(self) -> dict:
-        from bajax.tokenizer.encode import load_tokenizer  # noqa: F401  (fails early without a tokenizer)
-
         tok = json.loads((self.path("1_tokenizer") / "config.json").read_text())
         return self._train("5_flow", "configs/flow/tiny.py",
                            [f"train.steps={self.q.flow_steps}", f"data.source={self.path('2_prepare')}",
@@ -114,27 +112,19 @@ class Quickstart:
                             f"model.tokenizer_checkpoint={self.path('1_tokenizer')}"])
 
     def generate(self) -> dict:
-        import contextlib
-        import io
-
-        from bajax import cli
+        from bajax.speech.reply import Request, speak
 
         out = self.path("6_generate")
         out.mkdir(parents=True, exist_ok=True)
         prompt = write_held_out_prompt(out / "prompt.wav")
-        args = ["generate", "--lm", str(self.path("4_lm_stage2")), "--tokenizer", str(self.path("1_tokenizer")),
-                "--flow", str(self.path("5_flow")), "--audio", str(prompt), "-o", str(out / "reply.wav"),
-                "--seed", str(self.q.seed), "--max-len", str(2 * self.q.seq_len),
-                "--max-frames", str(self.q.reply_frames), "--min-audio-frames", str(self.q.reply_frames // 2)]
-        printed = io.StringIO()
-        with contextlib.redirect_stdout(printed):
-            code = cli.main(args)
-        if code != 0:
-            raise RuntimeError(f"bajax {' '.join(args)} failed with exit code {code}")
-        lines = printed.getvalue().strip().splitlines()
-        print(printed.getvalue(), end="", flush=True)
-        return {"prompt": str(prompt), "wav": str(out / "reply.wav"), "png": str(out / "reply.png"),
-                "text": lines[0][:80] if lines else "", "report": lines[-1] if lines else ""}
+        reply = speak(Request(lm=str(self.path("4_lm_stage2")), tokenizer=str(self.path("1_tokenizer")),
+                              flow=str(self.path("5_flow")), audio=str(prompt), output=str(out / "reply.wav"),
+                              seed=self.q.seed, max_len=2 * self.q.seq_len, max_frames=self.q.reply_frames,
+                              min_audio_frames=self.q.reply_frames // 2))
+        print(reply.text)
+        print(reply.report, flush=True)
+        return {"prompt": str(prompt), "wav": reply.wav, "png": reply.png, "text": reply.text[:80],
+                "report": reply.report}
 
     def export(self) -> dict:
         from bajax.interop.export import export
@@ -248,28 +238,3 @@ SUMMARY_KEYS = {
 
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-# -- command line -----------------------------------------------------------------------------------------
-def cmd(args, overrides) -> int:
-    from bajax.config import ConfigError, apply_override, load_file
-
-    try:
-        qcfg = load_file(args.config)
-        for item in overrides:
-            apply_override(qcfg, item)
-    except ConfigError as e:
-        print(f"bajax quickstart: {e}")
-        return 2
-    run(qcfg, args.workdir)
-    return 0
-
-
-def register(sub) -> None:
-    p = sub.add_parser("quickstart", help="the whole recipe on the embedded corpus (tokenizer, LLM, flow, "
-                                          "speech reply, export) in minutes",
-                       description=__doc__.split("\n\n")[0])
-    p.add_argument("--workdir", required=True, help="where every stage writes its run (resumable)")
-    p.add_argument("--config", default=str(ROOT / "configs" / "quickstart.py"),
-                   help="step counts and sizes (default configs/quickstart.py)")
-    p.set_defaults(func=cmd, accepts_overrides=True)

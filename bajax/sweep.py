@@ -21,7 +21,6 @@ import importlib.util
 import json
 import math
 import re
-import shlex
 from pathlib import Path
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
@@ -154,35 +153,3 @@ def plot(rows: list[dict], metrics: list[str], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-# -- command line -----------------------------------------------------------------------------------------
-def run(args, overrides) -> int:
-    sweep = load_sweep(args.sweep)
-    config = args.config or sweep.config
-    only = tuple(n for n in args.only.split(",") if n)
-    if args.print_launch:
-        for name, member_overrides in sweep.members:
-            if not only or name in only:
-                cmd = train_command(config, str(Path(args.workdir) / name),
-                                    list(overrides) + expand(member_overrides, args.workdir))
-                print(shlex.join(cmd))
-        return 0
-    run_members(sweep, args.workdir, config=config, common=tuple(overrides), only=only)
-    rows = collect(sweep, args.workdir)
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    print(markdown_table(rows, columns))
-    print(f"results: {Path(args.workdir) / 'results.csv'}, results.md, results.png")
-    return 0
-
-
-def register(sub) -> None:
-    p = sub.add_parser("sweep", help="run an ablation sweep's members and tabulate their final metrics",
-                       description=__doc__.split("\n\n")[0])
-    p.add_argument("sweep", help="a configs/sweeps/*.py file")
-    p.add_argument("--workdir", required=True, help="parent of the members' work directories (DIR/NAME)")
-    p.add_argument("--config", default=None, help="config to sweep (default: the sweep file's CONFIG)")
-    p.add_argument("--only", default="", help="comma-separated member names to run")
-    p.add_argument("--print-launch", action="store_true",
-                   help="print one `bajax train` command per member and run nothing")
-    p.set_defaults(func=run, accepts_overrides=True)

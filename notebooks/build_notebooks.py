@@ -41,7 +41,7 @@ embedded in the package:
 It uses the tokenizer of a `bajax quickstart` run (`WORKDIR/1_tokenizer`). Without one it trains a tiny
 tokenizer for a few steps itself, so the notebook runs anywhere in a couple of minutes; the reconstructions
 of such a short run are of course poor. For the full picture run `bajax quickstart --workdir runs/quickstart`
-first (about 15 minutes on 2 CPU cores).
+first (the README gives its running time).
 """),
     md("""
 ## Parameters
@@ -64,10 +64,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Audio, Markdown, display
 
+import bajax
 from bajax.audio import io as audio_io
 from bajax.audio.mel import flow_mel_24k, tokenizer_target_mel, whisper_log_mel
 from bajax.data import sources
-from bajax.quickstart import ROOT
+
+ROOT = Path(bajax.__file__).resolve().parents[1]   # the repository: a relative WORKDIR is taken from here
 
 %matplotlib inline
 workdir = Path(WORKDIR) if Path(WORKDIR).is_absolute() else ROOT / WORKDIR
@@ -147,7 +149,7 @@ Encode the sample: one code frame per 80 ms (12.5 Hz), one code per RVQ codebook
 the coarsest information; each further one quantises what the previous ones left over.
 """),
     code("""
-from bajax.tokenizer.encode import load_encode_fn
+from bajax.models.tokenizer import load_encode_fn
 
 encode = load_encode_fn(str(tokenizer_run))
 codes = encode(wave)                         # [frames, codebooks] int32
@@ -168,7 +170,7 @@ The tokenizer's decoder turns the codes back into an 80-bin mel (16 kHz, hop 256
 the target of its reconstruction loss. Left: the target mel of the sample; right: the reconstruction.
 """),
     code("""
-from bajax.tokenizer.cli import load_decoder
+from bajax.speech.tokenizer_files import load_decoder
 
 decode, _ = load_decoder(str(tokenizer_run))
 recon = decode(codes)                                  # [mel frames, 80]
@@ -274,8 +276,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
+import bajax
 from bajax import sweep
-from bajax.quickstart import ROOT
+
+ROOT = Path(bajax.__file__).resolve().parents[1]   # the repository: a relative SWEEP_DIR is taken from here
 
 %matplotlib inline
 sweep_dir = Path(SWEEP_DIR) if Path(SWEEP_DIR).is_absolute() else ROOT / SWEEP_DIR

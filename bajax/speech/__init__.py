@@ -3,5 +3,5 @@
   load.py       a trained run (config.json + latest Orbax step, model item only) onto the current devices
   generate.py   the speech-to-speech loop of the LM (text segments, audio frames, KV cache; no-cache reference)
   pipeline.py   codes -> 24 kHz wave and mel (`Synthesizer`, `codes_to_wav`), mel PNG
-  cli.py        `bajax generate`
+  reply.py      a spoken reply from three trained runs (the work of `bajax generate`, bajax/cli/generate.py)
 """

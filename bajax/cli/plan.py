@@ -38,8 +38,8 @@ def _reexec(args, overrides, devices: int) -> int:
 
 
 def run(args, overrides) -> int:
+    from bajax.cli.train import load_config_or_exit
     from bajax.train import plan as plan_lib
-    from bajax.train.cli import load_config_or_exit
 
     try:
         topology = plan_lib.parse_topology(args.topology)
@@ -77,7 +77,7 @@ def run(args, overrides) -> int:
 def register(sub) -> None:
     p = sub.add_parser("plan", help="compile the train step for a pod slice: memory, layout, FLOPs, step time",
                        description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    from bajax.train.cli import add_config_args
+    from bajax.cli.train import add_config_args
 
     add_config_args(p)
     p.add_argument("--topology", required=True, help="v5p-256, v5e-256, v6e-256, v4-128, h100x64, a100x32, ...")

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import sys
 
-KINDS = ("qwen2", "whisper", "baichuan")
-
 
 def run_export(args, overrides) -> int:
     from bajax.interop.export import export
@@ -27,23 +25,35 @@ def run_export(args, overrides) -> int:
     return 0
 
 
+def _import_qwen2(args, overrides):
+    from bajax.interop.import_hf import import_qwen2
+
+    return import_qwen2(args.src, args.out, config=args.config, overrides=overrides, pad_vocab=args.pad_vocab)
+
+
+def _import_whisper(args, overrides):
+    from bajax.interop.import_hf import import_whisper
+
+    return import_whisper(args.src, args.out, config=args.config, overrides=overrides)
+
+
+def _import_reference(args, overrides):
+    from bajax.interop.import_torch import import_torch
+
+    return import_torch(args.src, args.out, config=args.config, overrides=overrides, ignore=args.ignore)
+
+
+# --kind of `bajax import-hf` -> (importer, the command name its errors carry); import-torch is 'baichuan'.
+IMPORTERS = {"qwen2": (_import_qwen2, "import-hf"), "whisper": (_import_whisper, "import-hf"),
+             "baichuan": (_import_reference, "import-torch")}
+
+
 def run_import(args, overrides) -> int:
-    kind = getattr(args, "kind", "baichuan")
+    importer, command = IMPORTERS[getattr(args, "kind", "baichuan")]
     try:
-        if kind == "qwen2":
-            from bajax.interop.import_hf import import_qwen2
-
-            import_qwen2(args.src, args.out, config=args.config, overrides=overrides, pad_vocab=args.pad_vocab)
-        elif kind == "whisper":
-            from bajax.interop.import_hf import import_whisper
-
-            import_whisper(args.src, args.out, config=args.config, overrides=overrides)
-        else:
-            from bajax.interop.import_torch import import_torch
-
-            import_torch(args.src, args.out, config=args.config, overrides=overrides, ignore=args.ignore)
+        importer(args, overrides)
     except (FileNotFoundError, KeyError, ValueError) as e:
-        print(f"bajax import-{'hf' if kind != 'baichuan' else 'torch'}: {e}", file=sys.stderr)
+        print(f"bajax {command}: {e}", file=sys.stderr)
         return 2
     return 0
 
@@ -66,7 +76,7 @@ def register(subparsers) -> None:
         p.set_defaults(func=run_export)
     if "import-hf" not in subparsers.choices:
         p = subparsers.add_parser("import-hf", help="Hugging Face Qwen2 / Whisper (or Baichuan layout) -> run dir")
-        p.add_argument("--kind", required=True, choices=KINDS)
+        p.add_argument("--kind", required=True, choices=list(IMPORTERS))
         p.add_argument("--pad-vocab", type=int, default=128, help="qwen2: pad the vocabulary to a multiple of this")
         _import_args(p)
     if "import-torch" not in subparsers.choices:

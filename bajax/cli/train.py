@@ -6,8 +6,12 @@ import sys
 
 
 def add_config_args(parser) -> None:
-    """--config path.py[:arg] (overrides come as --config.a.b=value, split off by bajax.cli)."""
-    parser.add_argument("--config", required=True, help="config file, optionally with an argument: path.py[:arg]")
+    """--config path.py[:arg] (overrides come as --config.a.b=value, split off by bajax.cli). A `configs/...`
+    path that does not exist here names the config shipped in the package (bajax.config_files.resolve)."""
+    from bajax import config_files
+
+    parser.add_argument("--config", required=True, type=config_files.resolve,
+                        help="config file, optionally with an argument: path.py[:arg]")
     parser.set_defaults(accepts_overrides=True)
 
 

@@ -1,12 +1,9 @@
-"""`bajax encode` (audio -> RVQ codes) and `bajax decode` (codes -> mel, .npy and a PNG picture).
+"""Many files through the tokenizer: audio -> RVQ codes .npy (`encode_files`) and codes -> mel .npy + PNG
+(`decode_files`), the cores of `bajax encode` / `bajax decode` (bajax/cli/tokenizer.py).
 
-    bajax encode a.flac b.wav --checkpoint runs/tok_tiny -o codes/      # codes/a.npy int32 [frames, 8]
-    bajax decode codes/*.npy --checkpoint runs/tok_tiny -o mel/         # mel/a.npy [frames, 80], mel/a.png
-
-Both take many files and show a progress bar. A bad file (unreadable audio, codes of the wrong shape or out
-of range) is reported with its name and skipped; the exit code is 1 if any file failed. The cores are the
-functions `encode_files` and `decode_files` (each returns one record per input), so other outputs (e.g. a
-vocoder's wav next to the mel) can be added around them.
+Each returns one `FileResult` per input: a bad file (unreadable audio, codes of the wrong shape or out of
+range) gets its error, named with the file, and the others go on. Other outputs (e.g. a vocoder's wav next
+to the mel) can be added around them.
 """
 
 from __future__ import annotations
@@ -17,8 +14,6 @@ import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
-
-COMMANDS = ("encode", "decode")
 
 
 @dataclasses.dataclass
@@ -42,7 +37,7 @@ def _progress(items, desc: str, show: bool):
 def encode_files(paths: Sequence[str], checkpoint: str, out_dir: str, *, progress: bool = True) -> list[FileResult]:
     """Each audio file -> OUT_DIR/<stem>.npy, int32 codes [frames, n_codebooks] (12.5 Hz)."""
     from bajax.audio import io
-    from bajax.tokenizer.encode import load_encode_fn
+    from bajax.models.tokenizer import load_encode_fn
 
     encode = load_encode_fn(checkpoint)
     os.makedirs(out_dir, exist_ok=True)
@@ -102,9 +97,9 @@ def load_decoder(checkpoint: str) -> tuple[Callable[[np.ndarray], np.ndarray], t
     import jax.numpy as jnp
     from flax import nnx
 
-    from bajax.tokenizer.encode import load_tokenizer
+    from bajax import runs
 
-    tok = load_tokenizer(checkpoint)
+    tok = runs.load(checkpoint, "tokenizer", model_overrides={"loss.align_weight": 0.0}, flag="tokenizer").model
     graphdef, state = nnx.split(tok)
 
     @jax.jit
@@ -145,60 +140,3 @@ def decode_files(paths: Sequence[str], checkpoint: str, out_dir: str, *, png: bo
         results.append(r)
     return results
 
-
-def _report(results: list[FileResult], command: str) -> int:
-    failed = [r for r in results if r.error]
-    for r in results:
-        if not r.error:
-            print(f"{r.source} -> {', '.join(r.outputs.values())} ({r.frames} frames)")
-    for r in failed:
-        print(f"bajax {command}: {r.error}", file=sys.stderr)
-    if failed:
-        print(f"bajax {command}: {len(failed)} of {len(results)} files failed", file=sys.stderr)
-    return 1 if failed else 0
-
-
-def _checkpoint_error(command: str, e: Exception) -> int:
-    print(f"bajax {command}: --checkpoint: {e}", file=sys.stderr)
-    return 2
-
-
-def run_encode(args, overrides) -> int:
-    del overrides
-    try:
-        results = encode_files(args.audio, args.checkpoint, args.out, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as e:
-        return _checkpoint_error("encode", e)
-    return _report(results, "encode")
-
-
-def run_decode(args, overrides) -> int:
-    del overrides
-    try:
-        decoder = load_decoder(args.checkpoint)
-    except (FileNotFoundError, ValueError) as e:
-        return _checkpoint_error("decode", e)
-    results = decode_files(args.codes, args.checkpoint, args.out, png=not args.no_png,
-                           progress=not args.no_progress, decoder=decoder)
-    return _report(results, "decode")
-
-
-def register(subparsers) -> None:
-    """Adds `encode` and `decode` (bajax.cli lists this module once per command: add each only once)."""
-    common = {"--checkpoint": "the --workdir of a `bajax train` tokenizer run",
-              "-o": "output directory (created if missing)"}
-    if "encode" not in subparsers.choices:
-        p = subparsers.add_parser("encode", help="audio files -> RVQ codes .npy [frames, 8]")
-        p.add_argument("audio", nargs="+", help="audio files (any rate; resampled to 16 kHz, mono)")
-        p.add_argument("--checkpoint", required=True, help=common["--checkpoint"])
-        p.add_argument("-o", "--out", required=True, help=common["-o"])
-        p.add_argument("--no-progress", action="store_true", help="no progress bar")
-        p.set_defaults(func=run_encode)
-    if "decode" not in subparsers.choices:
-        p = subparsers.add_parser("decode", help="codes .npy -> reconstructed mel .npy and a PNG picture")
-        p.add_argument("codes", nargs="+", help="codes .npy files written by `bajax encode`")
-        p.add_argument("--checkpoint", required=True, help=common["--checkpoint"])
-        p.add_argument("-o", "--out", required=True, help=common["-o"])
-        p.add_argument("--no-png", action="store_true", help="write only the .npy mel")
-        p.add_argument("--no-progress", action="store_true", help="no progress bar")
-        p.set_defaults(func=run_decode)

@@ -4,11 +4,12 @@
     bajax prepare --manifest data.jsonl --out prepared/ [--tokenizer CKPT]
 
 The installed `bajax` script (`console_main`) first restarts itself on tcmalloc when the library is
-installed and not yet preloaded: XLA:CPU steps run ~15% faster on it (`bajax.malloc`). Set
+installed and not yet preloaded: XLA:CPU steps run faster on it (`bajax.malloc`, bench/RESULTS_lm.md). Set
 `BAJAX_MALLOC=glibc` to keep the system allocator.
 
-Each sub-command lives beside the code it drives, in a module with `register(subparsers)` that adds its
-parser and sets `func(args, overrides) -> exit code`; `COMMANDS` lists those modules. Run
+Every entry point lives in this package (the engine and model packages import nothing from it): one module
+per command group with `register(subparsers)`, which adds its parser and sets `func(args, overrides) -> exit
+code`, and calls into the library; `COMMANDS` lists those modules. `python -m bajax.cli` runs `main`. Run
 `bajax <command> --help` for the options of each.
 """
 
@@ -21,18 +22,18 @@ import sys
 
 # (command, module providing `register`), in the order `bajax --help` shows them.
 COMMANDS = (
-    ("train", "bajax.train.cli"),
-    ("evaluate", "bajax.train.cli"),
-    ("prepare", "bajax.data.cli"),
-    ("plan", "bajax.train.plan_cli"),
-    ("generate", "bajax.speech.cli"),
-    ("sweep", "bajax.sweep"),
-    ("encode", "bajax.tokenizer.cli"),
-    ("decode", "bajax.tokenizer.cli"),
-    ("export", "bajax.interop.cli"),
-    ("import-hf", "bajax.interop.cli"),
-    ("import-torch", "bajax.interop.cli"),
-    ("quickstart", "bajax.quickstart"),
+    ("train", "bajax.cli.train"),
+    ("evaluate", "bajax.cli.train"),
+    ("prepare", "bajax.cli.prepare"),
+    ("plan", "bajax.cli.plan"),
+    ("generate", "bajax.cli.generate"),
+    ("sweep", "bajax.cli.sweep"),
+    ("encode", "bajax.cli.tokenizer"),
+    ("decode", "bajax.cli.tokenizer"),
+    ("export", "bajax.cli.interop"),
+    ("import-hf", "bajax.cli.interop"),
+    ("import-torch", "bajax.cli.interop"),
+    ("quickstart", "bajax.cli.quickstart"),
 )
 
 
@@ -98,6 +99,3 @@ def console_main() -> int:
     malloc.use(choice)
     return main()
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,156 @@
+"""A spoken reply from three trained runs (audio LLM, tokenizer, flow decoder): the work behind `bajax generate`
+(bajax/cli/generate.py) and the quickstart's stage 6.
+
+    reply = speak(Request(lm="runs/lm", flow="runs/flow", text="Hello there.", output="hello.wav"))
+    reply.text, reply.report      # the generated text, one line of sizes and timings
+
+`speak` writes the 24 kHz wav and a PNG of its mel. Request fields are named after the `bajax generate` flags,
+and a bad request raises `UsageError` naming the flag and the fix, before any model is loaded where it can.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+from bajax.lm.generate import Sampling
+from bajax.speech.generate import DEFAULT_SYSTEM, TEXT_SAMPLING, Limits
+
+_LIMITS = Limits()
+
+
+class UsageError(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    lm: str                                  # audio LLM run directory (or its checkpoints/<step>)
+    flow: str                                # flow decoder run trained with model.cond_source=tokenizer
+    output: str                              # the wav to write (24 kHz; .wav, .flac or .ogg)
+    tokenizer: str | None = None             # default: the flow run's model.tokenizer_checkpoint
+    text: str | None = None                  # text to speak, or
+    audio: str | None = None                 # a spoken question (speech-to-speech layout)
+    mel_png: str = ""                        # default: OUTPUT with .png
+    system: str = DEFAULT_SYSTEM
+    text_tokenizer: str = ""                 # default: the LM run's data.text_tokenizer
+    seed: int = 0                            # LM sampling, flow noise and Griffin-Lim phases
+    audio_sampling: Sampling = Sampling()
+    text_sampling: Sampling = TEXT_SAMPLING
+    max_len: int = 0                         # prompt + generated tokens (0: the LM's data.seq_len)
+    max_frames: int = _LIMITS.max_frames
+    max_text_tokens: int = _LIMITS.max_text_tokens
+    min_audio_frames: int = _LIMITS.min_audio_frames
+    steps: int = 10                          # flow Euler steps
+    guidance: float = 0.7
+    gl_iters: int = 32
+    cache: bool = True                       # False: recompute the whole sequence at every step (reference)
+
+
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    text: str        # the generated text, control characters escaped
+    wav: str
+    png: str
+    frames: int      # generated code frames (0: the wav is empty)
+    report: str      # "wrote OUT: N samples = ... ; load .. s, LM .. s, synthesis .. s"
+
+
+def check(req: Request) -> None:
+    """Errors that need no model, before anything is loaded."""
+    if (req.text is None) == (req.audio is None):
+        raise UsageError("give exactly one of --text and --audio")
+    if req.text is not None and not req.text.strip():
+        raise UsageError('--text is empty: give the words to speak, e.g. --text "Hello there."')
+    if req.audio is not None and not os.path.exists(req.audio) and "://" not in req.audio:
+        raise UsageError(f"--audio {req.audio}: file not found; pass a wav/flac/ogg/mp3 recording of the question")
+    if not req.output.lower().endswith((".wav", ".flac", ".ogg")):
+        raise UsageError(f"-o {req.output}: the output must end in .wav (or .flac / .ogg)")
+    for name in ("max_frames", "max_text_tokens", "steps"):
+        if getattr(req, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(req, name)}")
+
+
+def _read_prompt_audio(req: Request, sample_rate: int = 16000):
+    """The spoken question at the tokenizer's 16 kHz, read before any model is loaded."""
+    if req.audio is None:
+        return None
+    from bajax.audio import io as audio_io
+
+    try:
+        return audio_io.load(req.audio, sample_rate)
+    except audio_io.AudioError as e:
+        raise UsageError(f"--audio {req.audio}: {e}") from e
+
+
+def _prompt(req: Request, tok, wave, synth, max_len: int):
+    import numpy as np
+
+    from bajax.models.tokenizer import load_encode_fn
+    from bajax.speech import generate as gen
+
+    if req.text is not None:
+        return gen.text_prompt(req.text, tok)
+
+    codes = load_encode_fn(synth.tokenizer_run)(wave)
+    tokens, all_codes = gen.audio_prompt(codes, tok, req.system)
+    if len(tokens) + 2 > max_len:
+        room = max_len - 2 - (len(tokens) - len(codes))
+        raise UsageError(
+            f"--audio {req.audio} is {len(wave) / 16000:.1f} s = {len(codes)} code frames; with the system prompt "
+            f"the prompt is {len(tokens)} tokens, over --max-len {max_len} (room for {max(room, 0)} frames "
+            f"= {max(room, 0) / synth.code_rate:.1f} s); trim the recording or raise --max-len")
+    return np.asarray(tokens), all_codes
+
+
+def speak(req: Request) -> Reply:
+    """Loads the runs, generates, synthesises and writes req.output and its mel PNG. Raises UsageError (or
+    another ValueError: LoadError, PromptError, bad codes) with a message that names the flag and the fix."""
+    check(req)
+    question = _read_prompt_audio(req)
+    import jax
+    import numpy as np
+
+    from bajax import runs
+    from bajax.audio import io as audio_io
+    from bajax.data import text as text_lib
+    from bajax.flow.vocoder import GriffinLim
+    from bajax.speech import generate as gen
+    from bajax.speech.pipeline import Synthesizer, save_mel_png
+
+    t0 = time.perf_counter()
+    lm = runs.load(req.lm, "lm", flag="lm")
+    m = lm.cfg.model
+    tok = text_lib.make(req.text_tokenizer or lm.cfg.data.text_tokenizer, vocab=m.vocab, vocab_size=m.vocab_size)
+    synth = Synthesizer.load(req.flow, req.tokenizer, steps=req.steps, guidance=req.guidance,
+                             vocoder=GriffinLim(n_iter=req.gl_iters, seed=req.seed))
+    if tuple(synth.codebook_sizes) != tuple(int(c) for c in m.codebook_sizes):
+        raise UsageError(f"--lm {req.lm} predicts codebooks of sizes {tuple(m.codebook_sizes)} but the tokenizer "
+                         f"decodes {synth.codebook_sizes}; pass the tokenizer whose codes the LM was trained on")
+    max_len = req.max_len or int(lm.cfg.data.seq_len)
+    tokens, codes = _prompt(req, tok, question, synth, max_len)
+    t1 = time.perf_counter()
+    out = gen.run(lm.model, tok, tokens, codes, key=jax.random.key(req.seed), audio_sampling=req.audio_sampling,
+                  text_sampling=req.text_sampling, cache=req.cache,
+                  limits=Limits(max_len=max_len, max_frames=req.max_frames, max_text_tokens=req.max_text_tokens,
+                                min_audio_frames=req.min_audio_frames))
+    t2 = time.perf_counter()
+    frames = len(out.frames)
+    n_segments = sum(1 for s in out.segments if len(s.codes))
+    wave, mel = synth.long(out.frames, req.seed)
+    t3 = time.perf_counter()
+    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+    if peak > 0.99:  # Griffin-Lim has no output scale: keep the wav inside [-1, 1] rather than clip it
+        wave = wave * (0.99 / peak)
+    rate = synth.vocoder.sample_rate
+    audio_io.write(req.output, wave, rate)
+    png = req.mel_png or os.path.splitext(req.output)[0] + ".png"
+    save_mel_png(mel, png, title=f"{os.path.basename(req.output)}: {frames} code frames",
+                 frame_rate=rate / synth.vocoder.hop)
+    # Control characters an undertrained LM may emit are shown escaped, never sent raw to the terminal.
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in out.text)
+    report = (f"wrote {req.output}: {len(wave)} samples = {len(wave) / rate:.2f} s at {rate} Hz from {frames} code "
+              f"frames in {n_segments} audio segment(s) ({mel.shape[0]} mel frames x {synth.vocoder.hop}); mel {png}; "
+              f"stop: {out.stop}; load {t1 - t0:.1f} s, LM {t2 - t1:.1f} s, synthesis {t3 - t2:.1f} s")
+    return Reply(text=text, wav=req.output, png=png, frames=frames, report=report)
