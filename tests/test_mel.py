@@ -56,6 +56,7 @@ def test_whisper_log_mel_matches_transformers(speech16k):
     np.testing.assert_allclose(ours_jax, ref, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_batched_with_lengths_equals_single(speech16k):
     """Each utterance's features are independent of padding: reflection and the max use its own length."""
     a, b = speech16k[: 16000 * 2 + 77], speech16k[5000: 5000 + 16000]

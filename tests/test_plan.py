@@ -55,6 +55,7 @@ def test_golden_layout_7b_on_v5p_256():
     assert "layers/layers/mlp/gate_proj/kernel" in text and "28x28x18944" in text
 
 
+@pytest.mark.slow
 def test_compiled_plan_on_fake_devices(tmp_path):
     """The full path: re-exec with 8 fake devices, AOT compile, memory_analysis, verdict, JSON figures."""
     out = tmp_path / "plan.json"

@@ -5,10 +5,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile
 
 from bajax import quickstart
 from bajax.config import apply_override, load_file
+
+pytestmark = pytest.mark.slow  # end to end / several processes: minutes each
 
 ROOT = Path(__file__).resolve().parents[1]
 FEW = ["text_steps=3", "tokenizer_steps=3", "stage1_steps=2", "stage2_steps=2", "flow_steps=2",

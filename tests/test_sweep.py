@@ -41,6 +41,7 @@ def test_rvq_layers_sweep_prints_members(capsys):
         load_sweep(str(ROOT / "configs/sweeps/rvq_layers.py")).members)
 
 
+@pytest.mark.slow
 def test_sweep_runs_members_resumes_and_tabulates(tmp_path, capsys):
     sweep, workdir = write_sweep(tmp_path), tmp_path / "w"
     args = ["sweep", sweep, "--workdir", str(workdir), "--config.data.seq_len=64",

@@ -80,6 +80,7 @@ def test_bridge_matches_its_definition():
     np.testing.assert_allclose(np.asarray(res), want, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_bridge_padding_invariance_and_decode():
     bridge, _ = small_bridge()
     lengths = jnp.array([16, 9])
@@ -98,6 +99,7 @@ def test_bridge_padding_invariance_and_decode():
     assert not np.asarray(out)[~np.asarray(mask)].any()
 
 
+@pytest.mark.slow
 def test_replacement_schedule_and_training_call():
     np.testing.assert_allclose([float(ramp(s, 0.1, 1.0, 10, 100)) for s in (0, 10, 60, 110, 500)],
                                [0.1, 0.1, 0.55, 1.0, 1.0], rtol=1e-6)

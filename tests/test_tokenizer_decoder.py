@@ -87,6 +87,7 @@ def torch_reference(dec: AudioDecoder, x: np.ndarray, lengths: np.ndarray):
 
 
 @pytest.mark.torch
+@pytest.mark.slow
 def test_decoder_matches_reference_forward_on_a_padded_batch():
     dec = make(reference_padding=True)
     lengths = np.array([6, 4, 5])
@@ -100,6 +101,7 @@ def test_decoder_matches_reference_forward_on_a_padded_batch():
         np.testing.assert_allclose(np.asarray(got[key])[:, : w.shape[1]], w, atol=1e-4, rtol=0, err_msg=key)
 
 
+@pytest.mark.slow
 def test_per_utterance_mode_is_batch_invariant_and_equals_reference_mode_alone():
     ref_mode, own = make(True), make(False)
     lengths = jnp.array([6, 3])

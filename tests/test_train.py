@@ -63,6 +63,7 @@ def test_parameters_sharded_as_rules_say(tmp_path):
     assert any(getattr(m, "get_value", None) and m.get_value().sharding.spec == q.sharding.spec for m in mu)
 
 
+@pytest.mark.slow
 def test_one_device_equals_eight_devices(tmp_path):
     one = train(tiny("train.steps=3", "mesh.data=-1"), str(tmp_path / "a"), quiet=True,
                 devices=jax.devices()[:1])
@@ -75,6 +76,7 @@ def test_one_device_equals_eight_devices(tmp_path):
     assert not np.allclose(a[0], a[-1], rtol=1e-3)  # it trains: losses move
 
 
+@pytest.mark.slow
 def test_grad_accumulation_equals_larger_batch(tmp_path):
     _, p1, l1, _ = run_steps(Trainer(tiny("train.grad_accum=1"), str(tmp_path / "a")), 2)
     _, p4, l4, _ = run_steps(Trainer(tiny("train.grad_accum=4"), str(tmp_path / "b")), 2)
@@ -87,6 +89,7 @@ def test_grad_accumulation_equals_larger_batch(tmp_path):
         np.testing.assert_allclose(p4[name], p1[name], rtol=1e-4, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.slow
 def test_stage1_trains_only_audio_parts(tmp_path):
     trainer = Trainer(tiny(stage="stage1"), str(tmp_path))
     before, after, _, state = run_steps(trainer, 2)
@@ -102,6 +105,7 @@ def test_stage1_trains_only_audio_parts(tmp_path):
     assert n_opt == 2 * sum(before[n].size for n in audio)
 
 
+@pytest.mark.slow
 def test_stage2_keeps_text_embedding_and_lm_head(tmp_path):
     before, after, _, _ = run_steps(Trainer(tiny(stage="stage2"), str(tmp_path)), 2)
     frozen = [n for n in before if n.startswith(("embed_tokens/", "lm_head/"))]
@@ -113,6 +117,7 @@ def test_stage2_keeps_text_embedding_and_lm_head(tmp_path):
     assert any(n.startswith("layers/") for n in moved) and any(n.startswith("audio_head/") for n in moved)
 
 
+@pytest.mark.slow
 def test_stop_and_resume_gives_the_same_losses(tmp_path):
     cfg = tiny("train.steps=6")
     full = train(cfg, str(tmp_path / "full"), quiet=True)
@@ -124,6 +129,7 @@ def test_stop_and_resume_gives_the_same_losses(tmp_path):
     np.testing.assert_array_equal(resumed, [m["loss"] for m in full.metrics])
 
 
+@pytest.mark.slow
 def test_periodic_evaluation_on_held_out_split(tmp_path):
     result = train(tiny("train.steps=4", "train.eval_every=2", "train.eval_batches=2", "metrics.log_every=3"),
                    str(tmp_path), quiet=True)
