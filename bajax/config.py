@@ -18,8 +18,6 @@ from pathlib import Path
 import ml_collections
 from ml_collections import ConfigDict
 
-KINDS = ("lm", "tokenizer", "flow")
-
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message says which key and how to fix it."""
@@ -72,20 +70,17 @@ def base_config() -> ConfigDict:
 
 def defaults(kind: str) -> ConfigDict:
     """Every valid key of a model kind with its default value; locked, so typos cannot add keys."""
-    if kind not in KINDS:
-        raise ConfigError(f"unknown model kind {kind!r}; valid kinds: {list(KINDS)}")
+    from bajax import models
     from bajax.data.config import default_data_config
 
+    try:
+        spec = models.get(kind)
+    except KeyError:
+        raise ConfigError(f"unknown model kind {kind!r}; valid kinds: {list(models.names())}") from None
     c = base_config()
     c.kind = kind
     c.data = default_data_config()
-    if kind == "lm":
-        from bajax.lm.config import default_model_config
-    elif kind == "tokenizer":
-        from bajax.tokenizer.config import default_model_config
-    else:
-        from bajax.flow.config import default_model_config
-    c.model = default_model_config()
+    c.model = spec.default_model_config()
     c.lock()
     return c
 

@@ -62,12 +62,11 @@ def main() -> None:
             "seq_len": args.seq_len,
         },
     }
-    for kind in ("tokenizer", "flow"):
-        ds = pipeline.audio_dataset(c, batch_size=args.batch_size, kind=kind)
+    for name, view in (("tokenizer", pipeline.TokenizerView), ("flow", pipeline.FlowView)):
+        ds = pipeline.audio_dataset(c, batch_size=args.batch_size, view=view)
         dt, batches = _time(iter(ds), args.batches)
-        key = "wave" if kind == "tokenizer" else "wave16"
-        secs = sum(float(np.sum(b["wave_lengths"])) / 16000 for b in batches if key in b)
-        result[kind] = {"audio_seconds_per_s": secs / dt, "batches_per_s": args.batches / dt}
+        secs = sum(float(np.sum(b["wave_lengths"])) / 16000 for b in batches if view.wave_key in b)
+        result[name] = {"audio_seconds_per_s": secs / dt, "batches_per_s": args.batches / dt}
     result["config"] = {"source": args.source, "num_threads": c.num_threads, "worker_count": c.worker_count}
     # What the train steps consume, measured in the same run: the pipeline must never be the bottleneck.
     pipeline_rate = {"tokens": result["lm"]["tokens_per_s"], "audio_seconds": None}
@@ -107,7 +106,7 @@ def _train_rate(spec: str, overrides: list[str], steps: int) -> tuple[str, float
         jax.block_until_ready(m)
         units, t0 = 0.0, time.perf_counter()
         for b in batches[1:]:
-            unit, n = trainer.task.work_units(b)
+            unit, n = trainer.kind.work_units(b)
             units += n
             state, m = step(state, sharding.to_global(b, trainer.mesh))
         jax.block_until_ready(m)

@@ -29,7 +29,7 @@ from jax_bench import best_seconds, split_jit
 from bajax.config import load
 from bajax.flow import flops
 from bajax.flow.model import FlowDecoder
-from bajax.train import flow_task
+from bajax.models import flow as flow_kind
 from bajax.train.peak import cpu_matmul_peak
 
 OFFICIAL_SECONDS = 21.0   # Baichuan's PyTorch flow decoder, 10 s of mel, 10 guided steps, this CPU
@@ -50,12 +50,11 @@ def _synth(cfg, seconds, steps, repeats, peak):
 def _train_step(cfg, batch_size, repeats, peak):
     m = cfg.model
     model = FlowDecoder(m, rngs=nnx.Rngs(0))
-    model.cond_source, model.tokenizer_checkpoint = "bench", ""
     frames, r = 200, jax.random.key(2)
     batch = {"mel24": jax.random.normal(r, (batch_size, frames, m.n_mels)) - 5.0,
              "mel_lengths": jnp.full((batch_size,), frames),
              "cond": jax.random.normal(r, (batch_size, frames, m.cond_dim))}
-    totals = flow_task.loss_totals(batch)
+    totals = flow_kind.loss_totals(batch)
     opt = nnx.Optimizer(model, optax.adamw(1e-4), wrt=nnx.Param)
 
     def loss(mod, key):

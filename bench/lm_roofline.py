@@ -180,7 +180,8 @@ def main() -> None:
     options = trainer.compiler_options()
     with trainer.scope():
         state = trainer.fresh_state()
-        step_fn = make_train_step(trainer.task, trainer.graphdef, trainer.tx, trainer.is_trainable,
+        step_fn = make_train_step(trainer.loss_fn, trainer.kind.loss_totals, trainer.graphdef, trainer.tx,
+                                  trainer.is_trainable,
                                   seed=cfg.seed, grad_accum=cfg.train.grad_accum,
                                   lr_schedule=trainer.lr_schedule)
         dots = collect_dots(jax.make_jaxpr(step_fn)(state, batch).jaxpr)

@@ -36,10 +36,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from jax_bench import best_seconds, split_jit  # noqa: E402
 
 from bajax.config import load  # noqa: E402
+from bajax.models import tokenizer as tokenizer_kind  # noqa: E402
 from bajax.tokenizer import flops  # noqa: E402
 from bajax.tokenizer.bridge import Bridge  # noqa: E402
 from bajax.tokenizer.model import Tokenizer  # noqa: E402
-from bajax.train import tokenizer_task  # noqa: E402
 from bajax.train.peak import cpu_matmul_peak  # noqa: E402
 
 OFFICIAL_BRIDGE_RVQ_SECONDS = 1.2
@@ -63,7 +63,7 @@ def _encode(cfg, batch, seconds, repeats, peak):
 
 
 def _train_tiny(cfg, repeats, peak):
-    model = tokenizer_task.build_model(cfg.model, nnx.Rngs(0))
+    model = tokenizer_kind.build_model(cfg.model, nnx.Rngs(0))
     b, seconds = cfg.train.batch_size, cfg.data.audio.crop_seconds
     wave, lengths = _wave(b, seconds)
     text = jax.random.randint(jax.random.key(3), (b, cfg.data.audio.text_len), 0, 256)
@@ -73,22 +73,22 @@ def _train_tiny(cfg, repeats, peak):
 
     @nnx.jit
     def step(mod, opt, i):
-        totals = {**tokenizer_task.loss_totals(batch), "step": i}
+        totals = {**tokenizer_kind.loss_totals(batch), "step": i}
         (loss, _), grads = nnx.value_and_grad(
-            lambda m: tokenizer_task.loss_fn(m, batch, jax.random.key(0), totals), has_aux=True)(mod)
+            lambda m: tokenizer_kind.loss(cfg.model)(m, batch, jax.random.key(0), totals), has_aux=True)(mod)
         opt.update(mod, grads)
         return loss
 
     dt = best_seconds(lambda: step(model, opt, jnp.int32(0)), repeats)
     return {"train_step_seconds": dt, "train_batch": f"{b} x {seconds:g} s",
-            "train_mfu": tokenizer_task.flops_per_step(cfg) / dt / peak}
+            "train_mfu": tokenizer_kind.flops_per_step(cfg) / dt / peak}
 
 
 def _train_base(cfg, repeats, peak):
     cfg.model.loss.align_weight = 0.0
     model = Tokenizer(cfg.model, rngs=nnx.Rngs(0))
     wave, lengths = _wave(1, 4.0)
-    totals = {**tokenizer_task.loss_totals({"wave": wave, "wave_lengths": lengths}), "step": jnp.int32(0)}
+    totals = {**tokenizer_kind.loss_totals({"wave": wave, "wave_lengths": lengths}), "step": jnp.int32(0)}
 
     @nnx.jit
     def grad_step(mod):

@@ -2,8 +2,10 @@
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from flax import nnx
 
+from bajax import runs
 from bajax.interop import rundir
 
 
@@ -22,12 +24,12 @@ def write_model_run(tmp, cfg, model):
 
 
 def assert_runs_bitwise_equal(a, b, skip=lambda path: False):
-    _, da = rundir.state_dir(a)
-    _, db = rundir.state_dir(b)
+    da = str(runs.state_dir(a))
+    db = str(runs.state_dir(b))
     sa, sb = rundir.leaf_shapes(da), rundir.leaf_shapes(db)
     assert sa.keys() == sb.keys()
     keys = [k for k in sa if not skip(k)]
-    va, vb = rundir.read_leaves(da, keys), rundir.read_leaves(db, keys)
+    va, vb = read_leaves(da, keys), read_leaves(db, keys)
     bad = [k for k in keys if va[k].dtype != vb[k].dtype or va[k].tobytes() != vb[k].tobytes()]
     assert not bad, f"leaves differ after export -> import: {bad[:5]}"
     return len(keys)
@@ -40,3 +42,28 @@ def torch_state(export_dir):
 
     r = Reader(export_dir)
     return {k: torch.from_numpy(r.get(k)) for k in r}
+
+
+def read_leaves(path: str, leaves: list[tuple[str, ...]]) -> dict[tuple[str, ...], np.ndarray]:
+    """Only these leaves of the 'model' item, as host numpy arrays (no JAX device memory)."""
+    item: dict = {}
+    for leaf in leaves:
+        node = item.setdefault("model", {})
+        for k in leaf:
+            node = node.setdefault(k, {})
+        node["value"] = np.zeros((), np.float32)            # placeholder: restore_type decides the type
+    args = {k: v for k, v in item.items()}
+    restore_args = _map(item, lambda _: ocp.RestoreArgs(restore_type=np.ndarray))
+    restored = ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
+        item=args, restore_args=restore_args, partial_restore=True))
+    out = {}
+    for leaf in leaves:
+        node = restored["model"]
+        for k in leaf:
+            node = node[k]
+        out[leaf] = node["value"]
+    return out
+
+
+def _map(tree, fn):
+    return {k: _map(v, fn) for k, v in tree.items()} if isinstance(tree, dict) else fn(tree)

@@ -6,8 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from bajax.data import config, pipeline, prepare, testing
+from bajax.data import config, pipeline, prepare
 from bajax.lm import batch as lm_batch
+from tests import data_testing as testing
 
 absl.flags.FLAGS.mark_as_parsed()
 LM = dict(vocab="bytes", vocab_size=512, codebook_sizes=testing.CODEBOOK_SIZES)
@@ -75,15 +76,19 @@ def _equal(xs, ys):
     return all(np.array_equal(x[k], y[k]) for x, y in zip(xs, ys, strict=True) for k in x)
 
 
-def test_restore_mid_epoch_gives_next_batches(prepared):
-    ds = pipeline.lm_dataset(cfg(prepared), batch_size=2, seq_len=80, **LM)
+def _assert_restore_continues(ds, skip: int, take: int):
+    """A fresh iterator given the state saved after `skip` batches yields the same next `take` batches."""
     it = iter(ds)
-    _take(it, 3)
+    _take(it, skip)
     state = it.get_state()
-    want = _take(it, 4)
+    want = _take(it, take)
     fresh = iter(ds)
     fresh.set_state(state)
-    assert _equal(_take(fresh, 4), want)
+    assert _equal(_take(fresh, take), want)
+
+
+def test_restore_mid_epoch_gives_next_batches(prepared):
+    _assert_restore_continues(pipeline.lm_dataset(cfg(prepared), batch_size=2, seq_len=80, **LM), skip=3, take=4)
 
 
 def test_restore_through_orbax_checkpoint_manager(prepared, tmp_path):
@@ -131,13 +136,13 @@ def test_codebook_mismatch_is_a_clear_error(prepared):
 def test_audio_pipelines(prepared, mode):
     c = cfg(prepared)
     c.audio.mode, c.audio.crop_seconds, c.audio.bucket_seconds = mode, 0.4, (0.4, 0.8)
-    tb = next(iter(pipeline.audio_dataset(c, batch_size=4, kind="tokenizer")))
+    tb = next(iter(pipeline.audio_dataset(c, batch_size=4, view=pipeline.TokenizerView)))
     frames = tb["wave"].shape[1] // 1280
     assert tb["wave"].dtype == np.float32 and frames in ((5,) if mode == "crop" else (5, 10))
     for i in range(4):
         n = tb["wave_lengths"][i]
         assert 0 < n <= tb["wave"].shape[1] and not tb["wave"][i, n:].any()
-    fb = next(iter(pipeline.audio_dataset(c, batch_size=4, kind="flow")))
+    fb = next(iter(pipeline.audio_dataset(c, batch_size=4, view=pipeline.FlowView)))
     f = fb["codes"].shape[1]
     assert fb["mel24"].shape == (4, 4 * f, 80) and fb["wave16"].shape == (4, 1280 * f)
     np.testing.assert_array_equal(fb["mel_lengths"], 4 * fb["code_lengths"])
@@ -147,14 +152,8 @@ def test_audio_pipelines(prepared, mode):
 
 
 def test_audio_restore(prepared):
-    ds = pipeline.audio_dataset(cfg(prepared), batch_size=2, kind="flow")
-    it = iter(ds)
-    _take(it, 2)
-    st = it.get_state()
-    want = _take(it, 2)
-    fresh = iter(ds)
-    fresh.set_state(st)
-    assert _equal(_take(fresh, 2), want)
+    ds = pipeline.audio_dataset(cfg(prepared), batch_size=2, view=pipeline.FlowView)
+    _assert_restore_continues(ds, skip=2, take=2)
 
 
 def test_to_global():

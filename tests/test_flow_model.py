@@ -45,6 +45,7 @@ def test_time_grid_endpoints_and_monotone():
     assert np.diff(g)[0] < np.diff(g)[-1]
 
 
+@pytest.mark.slow
 def test_cfm_loss_ignores_padded_frames(model):
     cond, mel = _inputs()
     cond_len, mel_len = jnp.array([20, 11]), jnp.array([16, 9])
@@ -73,6 +74,7 @@ def test_estimator_output_is_masked(model):
     assert np.all(np.asarray(v)[1, 9:] == 0.0)
 
 
+@pytest.mark.slow
 def test_guidance_zero_is_the_conditional_path_and_noise_is_reproducible(model):
     cond, _ = _inputs(b=1)
     cl, ml, t = jnp.array([20]), jnp.array([16]), 16
@@ -112,6 +114,7 @@ def test_estimator_is_block_causal(model):
     assert np.abs(base[:, 8:] - changed[:, 8:]).max(axis=-1).min() > 0     # every later frame moved
 
 
+@pytest.mark.slow
 def test_prenet_is_causal(model):
     cond, _ = _inputs(b=1, tc=16)
     lengths = jnp.array([16])
@@ -131,7 +134,7 @@ def test_chunked_attention_matches_masked_full_attention(causal):
     got = chunked_attention(q, k, v, valid, 4, causal=causal)
     # Reference: the shared full-matrix attention with the shared mask builder (valid query rows only).
     seg = valid.astype(jnp.int32)
-    mask = attention_mask(seg, seg, kind="causal" if causal else "block_causal", chunk=4)
+    mask = attention_mask(seg, seg, pattern="causal" if causal else "block_causal", chunk=4)
     want = dot_product_attention(q, k, v, mask)
     for b, n in enumerate((11, 7)):
         np.testing.assert_allclose(np.asarray(got)[b, :n], np.asarray(want)[b, :n], rtol=1e-5, atol=1e-5)
@@ -160,6 +163,7 @@ def test_every_param_has_known_logical_axes(model):
     assert "bias" not in attn["k_proj"] and "bias" in attn["q_proj"] and "bias" in attn["v_proj"]
 
 
+@pytest.mark.slow
 def test_analytic_flops_match_xla_cost_analysis():
     """bajax/flow/flops.py counts matmuls and convolutions only; XLA adds the elementwise ops on top."""
     from bajax.flow import flops

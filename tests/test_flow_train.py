@@ -9,10 +9,11 @@ import optax
 import pytest
 from flax import nnx
 
+from bajax import sharding
 from bajax.audio.mel import flow_mel_24k
 from bajax.flow import conditioning
 from bajax.flow.config import default_model_config
-from bajax.train import flow_task
+from bajax.models import flow as flow_kind
 
 CORPUS = Path(__file__).resolve().parents[1] / "bajax" / "data" / "corpus" / "audio"
 
@@ -30,10 +31,19 @@ def utterance():
             "wave16": jnp.asarray(w16)[None], "wave_lengths": jnp.array([32000])}
 
 
-def _model(**kw):
+def model_config(**kw):
     c = default_model_config()
     c.update(kw)
-    return flow_task.build_model(c, nnx.Rngs(0))
+    return c
+
+
+def _model(**kw):
+    return flow_kind.build_model(model_config(**kw), nnx.Rngs(0))
+
+
+def _loss(frozen=None, **kw):
+    """The flow kind's loss for the model config `_model(**kw)` builds."""
+    return flow_kind.loss(model_config(**kw), frozen)
 
 
 def test_loss_is_additive_over_micro_batches():
@@ -43,10 +53,11 @@ def test_loss_is_additive_over_micro_batches():
              "wave16": jnp.asarray(r.normal(size=(4, 6400)) * 0.1, jnp.float32),
              "wave_lengths": jnp.array([6400, 4160, 1600, 5440])}
     model = _model(cfg_dropout=0.0)
-    totals = flow_task.loss_totals(batch)
+    totals = flow_kind.loss_totals(batch)
     assert float(totals["frames"]) == 55.0
-    _, full = flow_task.loss_fn(model, batch, jax.random.key(0), totals)
-    halves = [flow_task.loss_fn(model, jax.tree.map(lambda x, s=s: x[s], batch), jax.random.key(0), totals)[1]
+    loss_fn = _loss(cfg_dropout=0.0)
+    _, full = loss_fn(model, batch, jax.random.key(0), totals)
+    halves = [loss_fn(model, jax.tree.map(lambda x, s=s: x[s], batch), jax.random.key(0), totals)[1]
               for s in (slice(0, 2), slice(2, 4))]
     # The prior does not depend on the rng: its micro-batch parts add up to the full-batch value.
     np.testing.assert_allclose(sum(float(h["prior_mae"]) for h in halves), float(full["prior_mae"]), rtol=1e-5)
@@ -56,12 +67,13 @@ def test_tokenizer_source_without_checkpoint_is_a_clear_error():
     c = default_model_config()
     c.cond_source, c.cond_dim = "tokenizer", 64
     with pytest.raises(ValueError, match="tokenizer checkpoint required: train one with configs/tokenizer/tiny.py"):
-        flow_task.build_model(c, nnx.Rngs(0))
+        flow_kind.build_model(c, nnx.Rngs(0))
     c.cond_source, c.cond_dim = "mel16", 64
     with pytest.raises(ValueError, match="cond_dim"):
-        flow_task.build_model(c, nnx.Rngs(0))
+        flow_kind.build_model(c, nnx.Rngs(0))
 
 
+@pytest.mark.slow
 def test_tiny_flow_decoder_overfits_one_utterance(utterance):
     """Mel MAE of the 10-step guided sample against the target falls by at least half."""
     model = _model()
@@ -75,12 +87,13 @@ def test_tiny_flow_decoder_overfits_one_utterance(utterance):
     before = mae(model)
     reps = 4  # the same utterance 4 times per step: 4 draws of (t, noise, dropout)
     batch = jax.tree.map(lambda x: jnp.repeat(x, reps, axis=0), utterance)
-    totals = flow_task.loss_totals(batch)
+    totals = flow_kind.loss_totals(batch)
     opt = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
+    loss_fn = _loss()
 
     @nnx.jit
     def step(m, opt, rng):
-        (loss, _), grads = nnx.value_and_grad(lambda m: flow_task.loss_fn(m, batch, rng, totals),
+        (loss, _), grads = nnx.value_and_grad(lambda m: loss_fn(m, batch, rng, totals),
                                               has_aux=True)(m)
         opt.update(m, grads)
         return loss
@@ -92,6 +105,7 @@ def test_tiny_flow_decoder_overfits_one_utterance(utterance):
     assert after <= 0.5 * before, (before, after)
 
 
+@pytest.mark.slow
 def test_paper_setting_conditions_on_the_frozen_tokenizer_decoder(tmp_path):
     """cond_source='tokenizer': codes -> frozen decoder hidden states (4L - 1 frames) -> Pre-Net -> loss."""
     from bajax import config as config_lib
@@ -105,18 +119,23 @@ def test_paper_setting_conditions_on_the_frozen_tokenizer_decoder(tmp_path):
     ckpt.save(1, {"step": jnp.int32(1), "model": nnx.state(tok), "opt": {}}, force=True)
     ckpt.close()
 
-    model = _model(cond_source="tokenizer", cond_dim=tcfg.model.d_model, tokenizer_checkpoint=str(tmp_path))
+    settings = dict(cond_source="tokenizer", cond_dim=tcfg.model.d_model, tokenizer_checkpoint=str(tmp_path))
+    model = _model(**settings)
+    # The frozen tokenizer decoder, restored by the run loader onto the mesh it is given.
+    mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
+    frozen = flow_kind.load_frozen(model_config(**settings), mesh)
     sizes = tcfg.model.rvq.codebook_sizes
     r = np.random.default_rng(0)
     codes = np.stack([r.integers(0, s, size=(2, 5)) for s in sizes], axis=-1).astype(np.int32)
     batch = {"codes": jnp.asarray(codes), "code_lengths": jnp.array([5, 3]),
              "mel24": jnp.asarray(r.normal(size=(2, 20, 80)) - 4.0, jnp.float32), "mel_lengths": jnp.array([20, 12])}
-    cond, cond_lengths = conditioning.conditioner("tokenizer", str(tmp_path))(batch)
+    cond, cond_lengths = conditioning.conditioner("tokenizer", frozen["tokenizer_decoder"])(batch)
     assert cond.shape[-1] == tcfg.model.d_model and cond_lengths.tolist() == [19, 11]   # 4L - 1 at 50 Hz
-    totals = flow_task.loss_totals(batch)
+    totals = flow_kind.loss_totals(batch)
+    loss_fn = _loss(frozen, **settings)
     (loss, metrics), grads = nnx.value_and_grad(
-        lambda m: flow_task.loss_fn(m, batch, jax.random.key(0), totals), has_aux=True)(model)
+        lambda m: loss_fn(m, batch, jax.random.key(0), totals), has_aux=True)(model)
     assert np.isfinite(float(loss)) and float(metrics["prior_mae"]) > 0
     assert float(jnp.abs(grads["prenet"]["in_proj"]["kernel"][...]).sum()) > 0
     with pytest.raises(ValueError, match="needs codes"):
-        conditioning.conditioner("tokenizer", str(tmp_path))({"mel24": batch["mel24"]})
+        conditioning.conditioner("tokenizer", frozen["tokenizer_decoder"])({"mel24": batch["mel24"]})

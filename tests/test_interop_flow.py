@@ -73,6 +73,7 @@ def test_ten_step_sample_with_fixed_noise_matches(flow_run):
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
 
 
+@pytest.mark.slow
 def test_export_then_import_is_bitwise(flow_run, tmp_path):
     _, _, run, out, _ = flow_run
     back = import_torch(str(out), str(tmp_path / "back"), log=None)

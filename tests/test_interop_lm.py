@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from bajax import runs
 from bajax.config import defaults
 from bajax.interop import rundir
 from bajax.interop.export import export
 from bajax.interop.import_torch import import_torch
 from bajax.lm import special_tokens
 from bajax.lm.model import AudioLLM
-from tests.interop_util import assert_runs_bitwise_equal, perturb, torch_state, write_model_run
+from tests.interop_util import assert_runs_bitwise_equal, perturb, read_leaves, torch_state, write_model_run
 
 pytestmark = pytest.mark.torch
 CODEBOOKS = (16, 12, 8, 8, 8, 8, 8, 8)
@@ -89,16 +90,17 @@ def test_stacked_leaves_are_stored_and_read_per_layer(lm_run):
     """What keeps export memory at one tensor: a stacked leaf is chunked per layer, and a one-layer read
     returns exactly that layer of the restored leaf."""
     _, _, run, _, summary = lm_run
-    _, sdir = rundir.state_dir(run)
+    sdir = str(runs.state_dir(run))
     leaf = ("layers", "layers", "mlp", "gate_proj", "kernel")
     reader = rundir.LeafReader(sdir)
     store = reader._open(leaf)
     assert store.shape[0] == 2 and store.chunk_layout.read_chunk.shape == (1, *store.shape[1:])
-    whole = rundir.read_leaves(sdir, [leaf])[leaf]
+    whole = read_leaves(sdir, [leaf])[leaf]
     np.testing.assert_array_equal(reader.read(leaf, (1,)), whole[1])
     assert 0 < summary["largest_tensor_bytes"] < summary["bytes"]
 
 
+@pytest.mark.slow
 def test_export_then_import_is_bitwise(lm_run, tmp_path):
     _, _, run, out, _ = lm_run
     back = import_torch(str(out), str(tmp_path / "back"), log=None)
@@ -109,7 +111,7 @@ def test_import_reports_name_and_shapes_on_mismatch(lm_run, tmp_path):
     cfg, _, _, out, _ = lm_run
     cfg = lm_cfg(mlp=48)
     cfg_file = tmp_path / "c.py"
-    cfg_file.write_text("from bajax.interop.rundir import config_from_dict\nimport json\n"
+    cfg_file.write_text("from bajax.runs import config_from_dict\nimport json\n"
                         f"def get_config(arg=''):\n    return config_from_dict(json.loads({cfg.to_json()!r}))\n")
     with pytest.raises(ValueError, match=r"model.layers.0.mlp.gate_proj.weight: checkpoint shape \(64, 32\) "
                                          r"!= bajax shape \(48, 32\)"):
@@ -117,13 +119,14 @@ def test_import_reports_name_and_shapes_on_mismatch(lm_run, tmp_path):
 
 
 @pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.slow
 def test_hf_qwen2_import_logits(tmp_path, tied):
     import torch
     import transformers
 
     from bajax.interop.import_hf import import_qwen2
-    from bajax.lm import hf_qwen2
-    from bajax.speech.load import load
+    from bajax.runs import load
+    from tests import hf_qwen2_ref
 
     hf_cfg = transformers.Qwen2Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2, rope_theta=10000.0,
@@ -135,7 +138,7 @@ def test_hf_qwen2_import_logits(tmp_path, tied):
             p.copy_(1.0 + 0.2 * torch.randn_like(p) if "norm" in name else 0.2 * torch.randn_like(p))
     hf.save_pretrained(tmp_path / "hf")
     run = import_qwen2(str(tmp_path / "hf"), str(tmp_path / "run"), log=None)
-    cfg = rundir.load_config(run)
+    cfg = runs.read_config(run)
     assert (cfg.model.vocab_size, cfg.model.kv_heads, cfg.model.tie_embeddings) == (384, 2, tied)
     model = load(run, "lm").model          # the same restore as `train.init_from`
     ids = np.random.default_rng(0).integers(0, 256, (2, 10))
@@ -146,12 +149,12 @@ def test_hf_qwen2_import_logits(tmp_path, tied):
     got = np.asarray(model.text_logits(model.hidden(jb)))
     assert np.all(got[..., 300:] == 0)                      # padded vocabulary rows
     np.testing.assert_allclose(got[..., :300], want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
-    # The streaming per-tensor mapping agrees with bajax/lm/hf_qwen2.py.
+    # The streaming per-tensor mapping agrees with the reference mapping in tests/hf_qwen2_ref.py.
     tensors = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
     tensors["model.embed_tokens.weight"] = np.pad(tensors["model.embed_tokens.weight"], ((0, 84), (0, 0)))
     tensors.pop("lm_head.weight", None) if tied else tensors.update(
         {"lm_head.weight": np.pad(tensors["lm_head.weight"], ((0, 84), (0, 0)))})
-    ref = hf_qwen2.qwen2_to_bajax(tensors, cfg.model)
+    ref = hf_qwen2_ref.qwen2_to_bajax(tensors, cfg.model)
     mine = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     np.testing.assert_array_equal(mine["layers"]["layers"]["self_attn"]["q_proj"]["kernel"],
                                   ref["layers"]["layers"]["self_attn"]["q_proj"]["kernel"])

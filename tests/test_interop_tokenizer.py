@@ -33,6 +33,7 @@ def tok_run(tmp_path_factory):
     return cfg, model, run, tmp / "export"
 
 
+@pytest.mark.slow
 def test_codes_identical_and_mel_matches(tok_run):
     import torch
 
@@ -72,6 +73,7 @@ def test_export_has_codebook_buffers(tok_run):
     assert r.shape("audio_tokenizer.audio_decoder.post_net.layers.12.weight") == (80, 64, 1)
 
 
+@pytest.mark.slow
 def test_export_then_import_is_bitwise(tok_run, tmp_path):
     _, _, run, out = tok_run
     back = import_torch(str(out), str(tmp_path / "back"), log=None)
@@ -83,9 +85,9 @@ def test_whisper_import_initialises_the_encoder(tmp_path):
     import torch
     import transformers
 
-    from bajax.interop import rundir
+    from bajax import runs
     from bajax.interop.import_hf import import_whisper
-    from bajax.speech.load import load
+    from bajax.runs import load
 
     hf_cfg = transformers.WhisperConfig(d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128,
                                         decoder_layers=1, decoder_attention_heads=4, decoder_ffn_dim=128,
@@ -100,7 +102,7 @@ def test_whisper_import_initialises_the_encoder(tmp_path):
                 p.add_(0.1 * torch.randn_like(p))
     hf.save_pretrained(tmp_path / "hf")
     run = import_whisper(str(tmp_path / "hf"), str(tmp_path / "run"), log=None)
-    assert rundir.load_config(run).model.max_source_positions == 50
+    assert runs.read_config(run).model.max_source_positions == 50
     tok = load(run, "tokenizer").model
     mel = np.random.default_rng(0).standard_normal((2, 100, 128)).astype(np.float32)
     with torch.no_grad():
@@ -110,7 +112,7 @@ def test_whisper_import_initialises_the_encoder(tmp_path):
     # ... and `bajax train --config RUN/config.py --config.train.init_from=RUN/checkpoints` starts from it.
     from bajax.train.trainer import Trainer
 
-    cfg = rundir.load_config(run)
+    cfg = runs.read_config(run)
     cfg.train.init_from = f"{run}/checkpoints"
     trainer = Trainer(cfg, str(tmp_path / "train"), devices=jax.devices()[:1])
     with trainer.scope():

@@ -82,6 +82,7 @@ def test_gqa_attention_matches_reference():
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_causal_query_blocks_equal_one_block():
     # Packed causal attention: query blocks that skip later keys give the same values and gradients.
     r = _rng(7)
@@ -103,13 +104,13 @@ def test_masks_causal_block_bidirectional():
     causal = np.asarray(attention_mask(seg, seg))[0]
     assert causal[3, 0] and not causal[0, 3] and not causal[4, 3] and causal[5, 4] and causal[6, 6]
     assert not causal[4, 6] and not causal[6, 4]  # padding and real tokens never meet
-    bidi = np.asarray(attention_mask(seg, seg, kind="bidirectional"))[0]
+    bidi = np.asarray(attention_mask(seg, seg, pattern="bidirectional"))[0]
     assert bidi[0, 3] and not bidi[0, 4]
     pos = jnp.array([[0, 1, 2, 3, 0, 1, 0]])
-    block = np.asarray(attention_mask(seg, seg, pos, pos, kind="block_causal", chunk=2))[0]
+    block = np.asarray(attention_mask(seg, seg, pos, pos, pattern="block_causal", chunk=2))[0]
     assert block[0, 1] and block[2, 3] and block[3, 0] and not block[1, 2] and block[4, 5]
     with pytest.raises(ValueError):
-        attention_mask(seg, seg, kind="block_causal")
+        attention_mask(seg, seg, pattern="block_causal")
 
 
 def test_segment_isolation():

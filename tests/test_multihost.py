@@ -19,12 +19,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bajax import sharding
 from bajax.config import load
 from bajax.train.checkpoint import Checkpointer
 from bajax.train.metrics import read_jsonl
 from bajax.train.trainer import Trainer, train
+
+pytestmark = pytest.mark.slow  # end to end / several processes: minutes each
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "lm" / "tiny.py")
@@ -66,7 +69,7 @@ def bajax_train(workdir, overrides, *extra, devices: int, config: str = TINY, **
 
 def two_shard_batches(trainer: Trainer):
     """The 2-process global batches, built in one process: shard 0's rows, then shard 1's."""
-    shards = [iter(trainer.task.make_dataset(trainer.cfg, p, 2, "train")) for p in range(2)]
+    shards = [iter(trainer.kind.make_dataset(trainer.cfg, p, 2, "train")) for p in range(2)]
     while True:
         parts = [next(s) for s in shards]
         yield {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -6,8 +6,10 @@ import numpy as np
 from flax import nnx
 
 from bajax import config as config_lib
-from bajax.tokenizer import encode as encode_lib
-from bajax.tokenizer.model import Tokenizer, load_frozen_decoder
+from bajax import runs
+from bajax.models.tokenizer import load_encode_fn
+from bajax.tokenizer.encode import frozen_decoder
+from bajax.tokenizer.model import Tokenizer
 from bajax.train.checkpoint import Checkpointer
 
 
@@ -24,17 +26,17 @@ def test_run_directory_round_trip(tmp_path):
     ckpt.save(7, {"step": jnp.int32(7), "model": nnx.state(tok), "opt": {}}, force=True)
     ckpt.close()
 
-    loaded = encode_lib.load_tokenizer(str(tmp_path))
+    loaded = runs.load(str(tmp_path), "tokenizer").model
     pure = lambda m: nnx.to_pure_dict(nnx.state(m))  # noqa: E731
     jax.tree.map(np.testing.assert_array_equal, pure(loaded), pure(tok))
 
     speech = np.random.default_rng(1).standard_normal(4 * 1280 + 100).astype(np.float32) * 0.1
-    codes = encode_lib.load_encode_fn(str(tmp_path))(speech)
+    codes = load_encode_fn(str(tmp_path))(speech)
     want, n = tok.encode(jnp.asarray(speech)[None], jnp.array([len(speech)]))
     assert codes.shape == (4, 8) and codes.dtype == np.int32 and int(n[0]) == 4
     np.testing.assert_array_equal(codes, np.asarray(want[0]))
 
-    decode = load_frozen_decoder(str(tmp_path))
+    decode = frozen_decoder(loaded)
     hidden, lengths = jax.jit(decode)(jnp.asarray(codes)[None], jnp.array([4]))
     ref_hidden, ref_lengths = tok.decoder.hidden(tok.bridge.decode(jnp.asarray(codes)[None]), jnp.array([4]))
     assert lengths.tolist() == ref_lengths.tolist() == [15]

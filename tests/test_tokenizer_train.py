@@ -5,11 +5,14 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from bajax import config as config_lib
+from bajax import sharding
+from bajax.models import tokenizer as tokenizer_kind
 from bajax.tokenizer.align import FrozenWeight, TextAlignment
-from bajax.train import freeze, tokenizer_task
+from bajax.train import freeze
 from bajax.train.checkpoint import Checkpointer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,15 +43,16 @@ def batch_of(rows=4, seconds=1.28, seed=0):
 
 
 def model_of(cfg, seed=0):
-    return tokenizer_task.build_model(cfg.model, nnx.Rngs(seed))
+    return tokenizer_kind.build_model(cfg.model, nnx.Rngs(seed))
 
 
 def jitted_loss(totals, rng=None):
     """`(model, batch) -> (loss, metrics)` compiled (eager tokenizer forwards are slow on CPU); nnx.jit
     writes EMA updates back into the model."""
-    return nnx.jit(lambda m, b: tokenizer_task.loss_fn(m, b, rng, totals))
+    return nnx.jit(lambda m, b: tokenizer_kind.loss(None)(m, b, rng, totals))
 
 
+@pytest.mark.slow
 def test_trains_through_the_common_trainer(tmp_path):
     """Loss falls, the EMA codebooks change, the frozen LM does not, eval_mel_mae is reported."""
     from bajax.train.trainer import Trainer
@@ -90,11 +94,11 @@ def test_alignment_gives_the_projection_a_gradient_and_the_frozen_lm_none():
     assert not any(p[:2] == ("align", "lm") for p, _ in nnx.to_flat_state(trainable))
 
     batch = batch_of()
-    totals = {**tokenizer_task.loss_totals(batch), "step": jnp.int32(0), "train": False}
+    totals = {**tokenizer_kind.loss_totals(batch), "step": jnp.int32(0), "train": False}
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
     def align_loss(params):
-        _, metrics = tokenizer_task.loss_fn(nnx.merge(graphdef, params, rest, copy=True), batch, None, totals)
+        _, metrics = tokenizer_kind.loss(None)(nnx.merge(graphdef, params, rest, copy=True), batch, None, totals)
         return metrics["align_loss"]
 
     grads = jax.jit(jax.grad(align_loss))(params)
@@ -110,7 +114,7 @@ def test_loss_and_metrics_are_additive_over_micro_batches():
     cfg.model.decoder_reference_padding = False
     model = model_of(cfg)
     batch = batch_of()
-    totals = {**tokenizer_task.loss_totals(batch), "step": jnp.int32(5), "train": False}
+    totals = {**tokenizer_kind.loss_totals(batch), "step": jnp.int32(5), "train": False}
     f = jitted_loss(totals)
     loss, full = f(model, batch)
     halves = [f(model, jax.tree.map(lambda x, s=s: x[s], batch)) for s in (slice(0, 2), slice(2, 4))]
@@ -126,7 +130,7 @@ def test_eval_mode_leaves_the_codebooks_alone():
     model = model_of(tiny_cfg())
     before = np.asarray(model.bridge.rvq.vq_list[0].codebook.embed[...])
     batch = batch_of()
-    totals = {**tokenizer_task.loss_totals(batch), "step": jnp.int32(0), "train": False}
+    totals = {**tokenizer_kind.loss_totals(batch), "step": jnp.int32(0), "train": False}
     jitted_loss(totals)(model, batch)
     np.testing.assert_array_equal(before, np.asarray(model.bridge.rvq.vq_list[0].codebook.embed[...]))
     jitted_loss({**totals, "train": True}, jax.random.key(0))(model, batch)
@@ -142,7 +146,13 @@ def test_frozen_lm_loads_from_an_lm_run(tmp_path):
     ckpt = Checkpointer(str(tmp_path / "checkpoints"), every=1, keep=1, async_save=False)
     ckpt.save(3, {"step": jnp.int32(3), "model": nnx.state(lm), "opt": {}}, force=True)
     ckpt.close()
-    align = TextAlignment(256, config_lib.defaults("tokenizer").model.align_lm, str(tmp_path), rngs=nnx.Rngs(0))
+    # The tokenizer kind reads the LM run's config and restores its weights onto the mesh it is given.
+    tcfg = config_lib.defaults("tokenizer")
+    tcfg.model.loss.align_weight, tcfg.model.align_lm_checkpoint = 0.5, str(tmp_path)
+    frozen = tokenizer_kind.load_frozen(tcfg.model, sharding.make_mesh({"data": 1}, jax.devices()[:1]))
+    assert frozen["align_lm"].step == 3
+    align = TextAlignment(256, tokenizer_kind.align_lm_config(tcfg.model),
+                          nnx.state(frozen["align_lm"].model, nnx.Param), rngs=nnx.Rngs(0))
     np.testing.assert_array_equal(np.asarray(align.lm.embed_tokens.embedding[...]),
                                   np.asarray(lm.embed_tokens.embedding[...]))
     assert isinstance(align.lm.embed_tokens.embedding, FrozenWeight)

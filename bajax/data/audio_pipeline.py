@@ -4,13 +4,13 @@ ArrayRecord (`*.audio.array_record` of the tasks in data.audio.tasks) -> shuffle
 process -> crop (seeded per element, aligned to 80 ms code frames) -> batch (+ bucket padding) -> prefetch.
 Padding is exact zeros (the tokenizer decoder's GroupNorm sees it, SPEC section 2).
 
-kind='tokenizer' batches:
+TokenizerView batches (the tokenizer):
     wave          float32 [B, S]   16 kHz waveform, zero-padded; S = crop (or bucket) samples
     wave_lengths  int32   [B]      valid samples
     text_tokens   int32   [B, L]   transcript ids (data.text_tokenizer), L = data.audio.text_len
     text_weights  float32 [B, L]   1 on transcript tokens; 0 when the segment has no transcript or was cropped
                                    (a crop's transcript is unknown, so the alignment loss must skip it)
-kind='flow' batches:
+FlowView batches (the flow decoder):
     mel24         float32 [B, F, 80]  24 kHz log-mel (50 Hz, SPEC section 4), zero-padded; F = 4 x code frames
     mel_lengths   int32   [B]
     wave16        float32 [B, S]      the same span at 16 kHz, S = 1280 x code frames
@@ -35,43 +35,65 @@ def _frames_of(seconds: float) -> int:
     return max(1, int(seconds * 12.5))
 
 
+class TokenizerView:
+    """What the tokenizer reads of a segment: the 16 kHz wave and its transcript (module docstring)."""
+
+    wave_key = "wave"
+
+    def __init__(self, data_cfg, root):
+        self.spec, self.text_len, self._tok = data_cfg.text_tokenizer, data_cfg.audio.text_len, None
+
+    def __getstate__(self):  # Grain workers build their own text tokenizer
+        return {**self.__dict__, "_tok": None}
+
+    def frames(self, arrays) -> int:
+        return -(-len(arrays["wave16"]) // FRAME16)
+
+    def take(self, meta, arrays, wave, start: int, n: int, cropped: bool) -> dict:
+        if self._tok is None:
+            self._tok = _text_tokenizer(self.spec)
+        ids = self._tok.encode(meta["text"])[: self.text_len] if meta["text"] and not cropped else []
+        tokens = np.zeros(self.text_len, np.int32)
+        tokens[: len(ids)] = ids
+        weights = (np.arange(self.text_len) < len(ids)).astype(np.float32)
+        return {"wave": wave, "text_tokens": tokens, "text_weights": weights}
+
+
+class FlowView:
+    """What the flow decoder reads of a segment: 24 kHz mel, the 16 kHz wave and, when prepared, codes."""
+
+    wave_key = "wave16"
+
+    def __init__(self, data_cfg, root):
+        self.use_codes = bool(sources.info(root).get("codes"))
+        if data_cfg.audio.require_codes and not self.use_codes:
+            raise ValueError(f"{root} holds no codes; re-run `bajax prepare --tokenizer CKPT` for flow training")
+
+    def frames(self, arrays) -> int:
+        frames = min(-(-len(arrays["wave16"]) // FRAME16), len(arrays["mel24"]) // FRAME_MEL)
+        return min(frames, len(arrays["codes"])) if self.use_codes else frames
+
+    def take(self, meta, arrays, wave, start: int, n: int, cropped: bool) -> dict:
+        out = {"wave16": wave,
+               "mel24": np.asarray(arrays["mel24"][start * FRAME_MEL : (start + n) * FRAME_MEL], np.float32)}
+        if self.use_codes:
+            out["codes"] = np.asarray(arrays["codes"][start : start + n], np.int32)
+        return out
+
+
 class _Crop(grain.transforms.RandomMap):
     """Decodes a segment and crops it to at most `max_frames` code frames at a seeded random offset."""
 
-    def __init__(self, kind: str, max_frames: int, tokenizer_spec: str, text_len: int, use_codes: bool):
-        self.kind, self.max_frames, self.text_len, self.use_codes = kind, max_frames, text_len, use_codes
-        self._spec, self._tok = tokenizer_spec, None
-
-    def __getstate__(self):
-        return {**self.__dict__, "_tok": None}
+    def __init__(self, view, max_frames: int):
+        self.view, self.max_frames = view, max_frames
 
     def random_map(self, record: bytes, rng: np.random.Generator):
         meta, a = records.decode(record)
-        wave = a["wave16"]
-        frames = -(-len(wave) // FRAME16)
-        if self.kind == "flow":
-            frames = min(frames, len(a["mel24"]) // FRAME_MEL)
-            if self.use_codes:
-                frames = min(frames, len(a["codes"]))
+        frames = self.view.frames(a)
         start = int(rng.integers(0, frames - self.max_frames + 1)) if frames > self.max_frames else 0
         n = min(frames, self.max_frames)
-        cropped = frames > self.max_frames
-        w = wave[start * FRAME16 : (start + n) * FRAME16].astype(np.float32) / 32767.0
-        if self.kind == "tokenizer":
-            if self._tok is None:
-                self._tok = _text_tokenizer(self._spec)
-            ids = self._tok.encode(meta["text"])[: self.text_len] if meta["text"] and not cropped else []
-            tokens = np.zeros(self.text_len, np.int32)
-            tokens[: len(ids)] = ids
-            weights = (np.arange(self.text_len) < len(ids)).astype(np.float32)
-            return {"wave": w, "text_tokens": tokens, "text_weights": weights}
-        out = {
-            "wave16": w,
-            "mel24": np.asarray(a["mel24"][start * FRAME_MEL : (start + n) * FRAME_MEL], np.float32),
-        }
-        if self.use_codes:
-            out["codes"] = np.asarray(a["codes"][start : start + n], np.int32)
-        return out
+        wave = a["wave16"][start * FRAME16 : (start + n) * FRAME16].astype(np.float32) / 32767.0
+        return self.view.take(meta, a, wave, start, n, cropped=frames > self.max_frames)
 
 
 def _text_tokenizer(spec: str):
@@ -107,22 +129,18 @@ def audio_dataset(
     data_cfg,
     *,
     batch_size: int,
-    kind: str = "tokenizer",
+    view: type,
     process_index: int = 0,
     process_count: int = 1,
     split: str = "train",
 ) -> grain.IterDataset:
-    """Host-local audio batches for kind 'tokenizer' or 'flow' (dicts in the module docstring)."""
-    if kind not in ("tokenizer", "flow"):
-        raise ValueError(f"audio_dataset kind must be 'tokenizer' or 'flow', got {kind!r}")
+    """Host-local audio batches of what `view` (TokenizerView, FlowView) reads of each segment."""
     acfg = data_cfg.audio
     root = sources.resolve(data_cfg)
     paths = [p for t in acfg.tasks for p in sources.shard_paths(root, split, t, "audio")]
     if not paths:
         raise ValueError(f"no audio shards for tasks {tuple(acfg.tasks)} under {root}/{split}")
-    use_codes = kind == "flow" and bool(sources.info(root).get("codes"))
-    if kind == "flow" and acfg.require_codes and not use_codes:
-        raise ValueError(f"{root} holds no codes; re-run `bajax prepare --tokenizer CKPT` for flow training")
+    reader = view(data_cfg, root)
     if acfg.mode == "crop":
         buckets = (_frames_of(acfg.crop_seconds),)
     elif acfg.mode == "bucket":
@@ -134,15 +152,12 @@ def audio_dataset(
     if train:
         ds = ds.shuffle(seed=data_cfg.shuffle_seed).repeat()
     ds = ds[process_index::process_count]
-    ds = ds.random_map(
-        _Crop(kind, buckets[-1], data_cfg.text_tokenizer, acfg.text_len, use_codes),
-        seed=data_cfg.shuffle_seed,
-    )
+    ds = ds.random_map(_Crop(reader, buckets[-1]), seed=data_cfg.shuffle_seed)
 
     def batch_fn(items):
         if acfg.mode == "crop":
             return _pad_batch(items, buckets[0])
-        longest = max(-(-len(it.get("wave", it.get("wave16"))) // FRAME16) for it in items)
+        longest = max(-(-len(it[reader.wave_key]) // FRAME16) for it in items)
         return _pad_batch(items, next(b for b in buckets if b >= longest))
 
     it = ds.to_iter_dataset(

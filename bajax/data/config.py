@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from bajax.data.manifest import TASKS
+
 # Paper Table 4 (section 3.3.1): LLM pre-training hours per task; the default mixture weights.
 TABLE4_HOURS = {
     "asr": 185.0,
@@ -25,7 +27,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.text_tokenizer = "bytes"  # 'bytes' or the path of a Hugging Face tokenizer.json
     # Relative weights; 0 drops a task. `text` (text-only LM data from the ASR transcripts) is off by default:
     # text pre-training and the text-only evaluation of the two-stage ablation switch it on.
-    c.mixture = ml_collections.ConfigDict({**TABLE4_HOURS, "text": 0.0})
+    c.mixture = ml_collections.ConfigDict({task: TABLE4_HOURS[task] for task in TASKS} | {"text": 0.0})
     c.seq_len = 1024  # packed row length (lm_dataset's seq_len argument wins when given)
     c.pack_bins = 0  # first-fit packing bins; 0 = batch_size (more bins pack tighter)
     c.shuffle_seed = 0
@@ -37,7 +39,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.train_split = "train"
     c.eval_split = "valid"
     c.audio = ml_collections.ConfigDict()
-    c.audio.tasks = ("asr", "aqa", "s2tt", "intlv", "tts", "itts", "audio")  # segments used for audio models
+    c.audio.tasks = TASKS  # segments used for audio models
     c.audio.mode = "crop"  # 'crop': every item cropped/padded to crop_seconds;
     #                                  'bucket': a batch is padded to the smallest bucket fitting its longest
     c.audio.crop_seconds = 4.0  # crop length (rounded down to whole 80 ms code frames)

@@ -27,6 +27,8 @@ import dataclasses
 import json
 import posixpath
 
+# The seven task formats (paper section 3.3.1; bajax/data/formats.py turns each into tokens and weights).
+# This is the one list: configs, pipelines, the quickstart and sweeps read it from here.
 TASKS = ("asr", "aqa", "s2tt", "intlv", "tts", "itts", "audio")
 SPLITS = ("train", "valid")
 # Tasks whose every segment must carry its transcript.

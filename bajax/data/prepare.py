@@ -342,7 +342,7 @@ def load_encoder(path: str):
         from bajax.data.bootstrap_codes import BootstrapQuantiser
 
         return BootstrapQuantiser.from_bytes(read_bytes(path))
-    from bajax.tokenizer.encode import load_encode_fn
+    from bajax.models.tokenizer import load_encode_fn
 
     try:
         return load_encode_fn(path)

@@ -1,4 +1,4 @@
-"""Where the flow decoder's conditioning comes from: `conditioner(model_cfg)(batch) -> (cond, cond_lengths)`.
+"""Where the flow decoder's conditioning comes from: `conditioner(source, decoder)(batch) -> (cond, lengths)`.
 
 cond_source='tokenizer' (THE PAPER SETTING, configs/flow/base.py): the frozen tokenizer's audio decoder turns
 the batch's 12.5 Hz codes into `hidden_states_before_dconv2` [B, 4L - 1, 1280] at 50 Hz; the Pre-Net
@@ -14,12 +14,9 @@ before a tokenizer exists; it is not a substitute for the codes at generation ti
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-import os
-
 import jax
 import jax.numpy as jnp
+from etils import epath
 
 from bajax.audio.mel import tokenizer_target_mel
 
@@ -35,24 +32,10 @@ def mel16(batch: dict) -> tuple[jax.Array, jax.Array]:
     return jax.lax.stop_gradient(feats), lengths
 
 
-@functools.cache
-def _tokenizer_decoder(checkpoint: str):
-    """The frozen decoder callable `(codes [B, L, 8], code_lengths [B]) -> (hidden [B, T, D], lengths [B])`,
-    loaded once per process from a tokenizer run directory."""
-    if importlib.util.find_spec("bajax.tokenizer.model") is None:
-        raise ValueError(f"{TOKENIZER_REQUIRED} (bajax.tokenizer.model is not available in this install)")
-    from bajax.tokenizer import model as tokenizer_model
-
-    load = getattr(tokenizer_model, "load_frozen_decoder", None)
-    if load is None:
-        raise ValueError(f"{TOKENIZER_REQUIRED} (bajax.tokenizer.model has no load_frozen_decoder(checkpoint) "
-                         "yet: the flow decoder needs hidden_states_before_dconv2 from codes)")
-    return load(checkpoint)
-
-
 def check(model_cfg) -> None:
     """Fails early (at model build) with a message naming the config key to fix. Only validates: building
-    happens inside traces (eval_shape, jit), where restoring a checkpoint is impossible; `preload` loads."""
+    happens inside traces (eval_shape, jit), where restoring a checkpoint is impossible; the flow kind's
+    `load_frozen` loads the tokenizer before anything is traced."""
     source = model_cfg.cond_source
     if source not in SOURCES:
         raise ValueError(f"config model.cond_source={source!r}: must be one of {SOURCES}")
@@ -63,31 +46,28 @@ def check(model_cfg) -> None:
         if not model_cfg.tokenizer_checkpoint:
             raise ValueError(f"{TOKENIZER_REQUIRED}, then set --config.model.tokenizer_checkpoint=RUN_DIR "
                              "(or use --config.model.cond_source=mel16 for a standalone run)")
-        if not os.path.exists(os.path.join(model_cfg.tokenizer_checkpoint, "config.json")):
+        if not epath.Path(model_cfg.tokenizer_checkpoint).joinpath("config.json").exists():
             raise ValueError(f"config model.tokenizer_checkpoint={model_cfg.tokenizer_checkpoint!r} is not a "
                              f"tokenizer run directory (no config.json); {TOKENIZER_REQUIRED}")
 
 
-def preload(model_cfg) -> None:
-    """Restores the frozen tokenizer decoder now, outside any trace, so the traced loss finds it cached."""
-    check(model_cfg)
-    if model_cfg.cond_source == "tokenizer":
-        _tokenizer_decoder(model_cfg.tokenizer_checkpoint)
-
-
-def conditioner(cond_source: str, tokenizer_checkpoint: str = ""):
-    """`batch -> (cond [B, Tc, D], cond_lengths [B])` for the configured source (see the module docstring)."""
+def conditioner(cond_source: str, tokenizer_decoder=None):
+    """`batch -> (cond [B, Tc, D], cond_lengths [B])` for the configured source (see the module docstring);
+    'tokenizer' needs the frozen decoder `(codes [B, L, 8], code_lengths [B]) -> (hidden [B, T, D], lengths)`
+    (`bajax.tokenizer.encode.frozen_decoder` of a loaded tokenizer)."""
     if cond_source == "mel16":
         return mel16
     if cond_source != "tokenizer":
         raise ValueError(f"config model.cond_source={cond_source!r}: must be one of {SOURCES}")
-    decode = _tokenizer_decoder(tokenizer_checkpoint)
+    if tokenizer_decoder is None:
+        raise ValueError("cond_source='tokenizer': the frozen tokenizer decoder was not loaded; build the loss "
+                         "with the frozen helpers of the flow kind (bajax.models.get('flow').load_frozen)")
 
     def from_codes(batch: dict):
         if "codes" not in batch:
             raise ValueError("cond_source='tokenizer' needs codes in the flow batches: prepare the data with "
                              "`bajax prepare --tokenizer CKPT` and set data.audio.require_codes=True")
-        hidden, lengths = decode(batch["codes"], batch["code_lengths"])
+        hidden, lengths = tokenizer_decoder(batch["codes"], batch["code_lengths"])
         return jax.lax.stop_gradient(hidden), lengths
 
     return from_codes

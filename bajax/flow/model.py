@@ -32,8 +32,6 @@ class FlowDecoder(nnx.Module):
         # Static (non-parameter) settings read by the loss and the sampler.
         self.sigma_min, self.cfg_dropout = float(cfg.sigma_min), float(cfg.cfg_dropout)
         self.t_schedule = str(cfg.t_schedule)
-        self.flow_loss_weight = float(cfg.flow_loss_weight)
-        self.prior_loss_weight = float(cfg.prior_loss_weight)
         self.sample_steps, self.guidance = int(cfg.sample_steps), float(cfg.guidance)
         self.temperature = float(cfg.temperature)
         self.prenet = PreNet(cfg, dtype, rngs=rngs)

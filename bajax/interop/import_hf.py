@@ -5,8 +5,8 @@ qwen2    Qwen2ForCausalLM -> an `lm` run: the config's model section is set from
          embeddings, q/k/v bias: a config with `attention_bias: false` imports zero biases). The vocabulary
          is padded to a multiple of `pad_vocab` (zero rows: logit 0 and never a target). The audio
          embeddings and the audio head have no Qwen2 counterpart: they KEEP THEIR FRESH INITIALISATION.
-         Tensor mapping: layout_lm.qwen2 (the same transforms as bajax/lm/hf_qwen2.py, per tensor so that
-         it streams; the tests check that both agree).
+         Tensor mapping: layout_lm.qwen2 (the same transforms as the tests' reference mapping tests/hf_qwen2_ref.py,
+         per tensor so that it streams; the tests check that both agree).
 whisper  WhisperModel / WhisperForConditionalGeneration -> a `tokenizer` run whose ENCODER is initialised
          from Whisper (d_model, layers, heads, FFN, mel bins, positions from its config); the bridge, RVQ and
          decoder keep their fresh initialisation. Whisper's decoder tensors are skipped.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bajax import models
 from bajax.interop import layout_lm, layout_tokenizer, rundir
 from bajax.interop.entries import Entry, Padded
 from bajax.interop.import_torch import check_unknown, import_entries
@@ -40,8 +41,7 @@ def _base(kind: str, config: str | None, overrides=()):
     from bajax.config import defaults, load
 
     cfg = load(config, overrides) if config else defaults(kind)
-    if cfg.kind != kind:
-        raise ValueError(f"--config {config} is a {cfg.kind!r} config; importing needs a {kind!r} one")
+    models.require(cfg.kind, kind, f"--config {config}", "config")
     return cfg
 
 

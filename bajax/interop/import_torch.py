@@ -19,42 +19,28 @@ from pathlib import Path
 
 import numpy as np
 
+from bajax import runs
 from bajax.interop import entries as ent
 from bajax.interop import rundir
 from bajax.interop.safetensors_io import Reader
 
-FLOW_PREFIX = "audio_tokenizer.audio_flow_matching_decoder."
-
-
-def owns(kind: str, name: str) -> bool:
-    """Whether a reference tensor belongs to this component (a full checkpoint holds all three)."""
-    if kind == "lm":
-        return name.startswith(("model.", "lm_head.", "audio_head."))
-    if kind == "tokenizer":
-        return name.startswith("audio_tokenizer.") and not name.startswith(FLOW_PREFIX)
-    return name.startswith(FLOW_PREFIX)
-
 
 def fresh_model_state(cfg):
-    """(nnx.State of a freshly initialised model on cfg's mesh, mesh, rules)."""
+    """The nnx.State of a freshly initialised model of `cfg` on its mesh (parameters born sharded)."""
     import jax
     from flax import nnx
 
-    from bajax import sharding
-    from bajax.train.step import state_shardings
-    from bajax.train.task import get_task
+    from bajax import models, runs, sharding
 
-    task = get_task(cfg.kind)
+    kind = models.get(cfg.kind)
     mesh = sharding.make_mesh(dict(cfg.mesh))
-    rules = sharding.normalize_rules(cfg.sharding.rules)
 
     def build():
-        return nnx.state(task.build_model(cfg.model, nnx.Rngs(cfg.seed)))
+        return nnx.state(kind.build_model(cfg.model, nnx.Rngs(cfg.seed), {}))
 
-    with jax.set_mesh(mesh), sharding.axis_rules(rules):
+    with runs.scope(mesh, cfg):
         abstract = jax.eval_shape(build)
-        shardings = state_shardings(abstract, mesh)
-        return jax.jit(build, out_shardings=shardings)()
+        return jax.jit(build, out_shardings=sharding.state_shardings(abstract, mesh))()
 
 
 def _flat(state) -> dict:
@@ -123,7 +109,7 @@ def check_unknown(reader: Reader, entries: list[ent.Entry], keep, ignore: str | 
 
 def import_torch(src: str, out_dir: str, *, config: str | None = None, overrides=(), ignore: str | None = None,
                  log=print) -> str:
-    from bajax.interop.export import layout
+    from bajax.interop.export import layout_of
 
     cfg_path = Path(src) / "config.json" if Path(src).is_dir() else Path(src).parent / "config.json"
     if config:
@@ -131,14 +117,14 @@ def import_torch(src: str, out_dir: str, *, config: str | None = None, overrides
 
         cfg = load(config, overrides)
     elif cfg_path.is_file() and "bajax" in json.loads(cfg_path.read_text()):
-        cfg = rundir.config_from_dict(json.loads(cfg_path.read_text())["bajax"])
+        cfg = runs.config_from_dict(json.loads(cfg_path.read_text())["bajax"], f"{cfg_path} ('bajax' section)")
     else:
         raise ValueError(f"{src}: no config.json with a 'bajax' section (written by `bajax export`); pass "
                          "--config with a bajax config whose model section describes this checkpoint")
     reader = Reader(src)
-    abstract = _abstract_shapes(cfg)
-    entries = layout(cfg.kind, abstract)
-    skipped = check_unknown(reader, entries, lambda n: owns(cfg.kind, n), ignore)
+    layout = layout_of(cfg.kind)
+    entries = layout.entries(_abstract_shapes(cfg))
+    skipped = check_unknown(reader, entries, layout.owns, ignore)
     state = import_entries(reader, entries, cfg, log=log)
     out = rundir.write_run(out_dir, cfg, state)
     if log:
@@ -150,8 +136,8 @@ def _abstract_shapes(cfg) -> dict:
     import jax
     from flax import nnx
 
-    from bajax.train.task import get_task
+    from bajax import models
 
-    task = get_task(cfg.kind)
-    abstract = jax.eval_shape(lambda: nnx.state(task.build_model(cfg.model, nnx.Rngs(0))))
+    kind = models.get(cfg.kind)
+    abstract = jax.eval_shape(lambda: nnx.state(kind.build_model(cfg.model, nnx.Rngs(0), {})))
     return {p: tuple(v.get_value().shape) for p, v in _flat(abstract).items()}

@@ -1,17 +1,16 @@
 """Run directories as interop sees them: WORKDIR/config.json + WORKDIR/checkpoints/<step>/state, the train
 state {'step', 'model', 'opt'} (bajax/train/checkpoint.py).
 
-Export reads the checkpoint METADATA (every leaf's path and shape, no data) and then restores only the
-leaves of one tensor group at a time as numpy arrays (Orbax partial restore), so a multi-GB model is never
-loaded whole. Import writes a run directory whose `model` item has exactly the layout of a fresh run of
-the same config, so `bajax train --config.train.init_from=OUT/checkpoints` restores it.
+Runs are found and their configs read by `bajax.runs`. Export reads the checkpoint METADATA (every leaf's
+path and shape, no data) and then only the slices one exported tensor needs, straight from TensorStore
+(`LeafReader`), so a multi-GB model is never loaded whole. Import writes a run directory whose
+`model` item has exactly the layout of a fresh run of the same config, so
+`bajax train --config.train.init_from=OUT/checkpoints` restores it.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -25,59 +24,13 @@ CONFIG_PY = '''"""Config of the imported run in this directory (config.json besi
 import json
 import os
 
-from bajax.interop.rundir import config_from_dict
+from bajax.runs import config_from_dict
 
 
 def get_config(arg: str = ""):
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.json")) as f:
         return config_from_dict(json.load(f))
 '''
-
-
-def _tuples(value):
-    """JSON lists back to the tuples ConfigDict fields hold (sharding rules, codebook sizes, ...)."""
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def config_from_dict(values: dict):
-    """A validated, locked ConfigDict of `values['kind']` with every key of `values` applied."""
-    from bajax.config import ConfigError, defaults, validate
-
-    cfg = defaults(values.get("kind", ""))
-
-    def fill(node, vals, where):
-        for key, value in vals.items():
-            if key not in node:
-                raise ConfigError(f"config.json: unknown key {where}{key} (valid: {sorted(node.keys())})")
-            if hasattr(node[key], "keys"):
-                fill(node[key], value, f"{where}{key}.")
-            else:
-                node[key] = _tuples(value)
-
-    with cfg.unlocked():
-        fill(cfg, values, "")
-    validate(cfg)
-    return cfg
-
-
-def load_config(run_dir: str | Path):
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no config.json; pass the --workdir of a `bajax train` run")
-    return config_from_dict(json.loads(path.read_text()))
-
-
-def state_dir(run_dir: str | Path, step: int | None = None) -> tuple[int, str]:
-    """(step, absolute path of checkpoints/<step>/state), the latest committed step by default."""
-    ckpt = Path(os.path.abspath(run_dir)) / "checkpoints"
-    steps = sorted(int(p.name) for p in ckpt.glob("*") if p.name.isdigit() and (p / "state").is_dir())
-    if not steps:
-        raise FileNotFoundError(f"{ckpt} holds no checkpoint step with a 'state' item")
-    if step is None:
-        step = steps[-1]
-    elif step not in steps:
-        raise FileNotFoundError(f"{ckpt}: no step {step}; steps present: {steps}")
-    return step, str(ckpt / str(step) / "state")
 
 
 def leaf_shapes(path: str) -> dict[LeafPath, tuple[tuple[int, ...], np.dtype]]:
@@ -137,47 +90,21 @@ class LeafReader:
         return self._open(leaf)[index].read().result()
 
 
-def read_leaves(path: str, leaves: list[LeafPath]) -> dict[LeafPath, np.ndarray]:
-    """Only these leaves of the 'model' item, as host numpy arrays (no JAX device memory)."""
-    import orbax.checkpoint as ocp
-
-    item: dict = {}
-    for leaf in leaves:
-        node = item.setdefault("model", {})
-        for k in leaf:
-            node = node.setdefault(k, {})
-        node["value"] = np.zeros((), np.float32)            # placeholder: restore_type decides the type
-    args = {k: v for k, v in item.items()}
-    restore_args = _map(item, lambda _: ocp.RestoreArgs(restore_type=np.ndarray))
-    restored = ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
-        item=args, restore_args=restore_args, partial_restore=True))
-    out = {}
-    for leaf in leaves:
-        node = restored["model"]
-        for k in leaf:
-            node = node[k]
-        out[leaf] = node["value"]
-    return out
-
-
-def _map(tree, fn):
-    return {k: _map(v, fn) for k, v in tree.items()} if isinstance(tree, dict) else fn(tree)
-
-
-def write_run(out_dir: str | Path, cfg, model_state, *, step: int = 0) -> str:
+def write_run(out_dir, cfg, model_state, *, step: int = 0) -> str:
     """OUT/config.json, OUT/config.py and OUT/checkpoints/<step>/state = {'step', 'model'} (no optimizer
     state: `train.init_from` reads only 'model'; a new run starts its optimizer fresh)."""
     import jax.numpy as jnp
     import orbax.checkpoint as ocp
 
-    out = Path(os.path.abspath(out_dir))
+    from bajax import runs
+    from bajax.train.checkpoint import state_save
+
+    out = runs.as_path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(cfg.to_json_best_effort(indent=2))
+    runs.write_config(out, cfg)
     (out / "config.py").write_text(CONFIG_PY.replace("{dir}", str(out_dir)))
     mngr = ocp.CheckpointManager(out / "checkpoints", options=ocp.CheckpointManagerOptions(create=True))
     state = {"step": jnp.asarray(step, jnp.int32), "model": model_state}
-    from bajax.train.checkpoint import state_save
-
     mngr.save(step, args=ocp.args.Composite(state=state_save(state)), force=True)
     mngr.wait_until_finished()
     mngr.close()

@@ -13,11 +13,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-KINDS = ("causal", "bidirectional", "block_causal")
+PATTERNS = ("causal", "bidirectional", "block_causal")
 
 
 def attention_mask(q_segment: jax.Array, kv_segment: jax.Array, q_index: jax.Array | None = None,
-                   kv_index: jax.Array | None = None, *, kind: str = "causal",
+                   kv_index: jax.Array | None = None, *, pattern: str = "causal",
                    chunk: int | None = None) -> jax.Array:
     """bool [B, Tq, Tk] from segment ids [B, Tq] / [B, Tk] and order indices ([B, T] or [T]).
 
@@ -25,10 +25,10 @@ def attention_mask(q_segment: jax.Array, kv_segment: jax.Array, q_index: jax.Arr
     attention inside a chunk and causal across chunks. bidirectional: every key of the same segment.
     Indices are sequence slots (or per-segment positions); they default to arange.
     """
-    if kind not in KINDS:
-        raise ValueError(f"attention mask kind must be one of {KINDS}, got {kind!r}")
+    if pattern not in PATTERNS:
+        raise ValueError(f"attention mask pattern must be one of {PATTERNS}, got {pattern!r}")
     mask = q_segment[:, :, None] == kv_segment[:, None, :]
-    if kind == "bidirectional":
+    if pattern == "bidirectional":
         return mask
     if q_index is None:
         q_index = jnp.arange(q_segment.shape[1])
@@ -36,7 +36,7 @@ def attention_mask(q_segment: jax.Array, kv_segment: jax.Array, q_index: jax.Arr
         kv_index = jnp.arange(kv_segment.shape[1])
     q_index = jnp.broadcast_to(q_index, q_segment.shape)
     kv_index = jnp.broadcast_to(kv_index, kv_segment.shape)
-    if kind == "block_causal":
+    if pattern == "block_causal":
         if not chunk or chunk < 1:
             raise ValueError(f"block_causal attention needs a chunk size >= 1, got {chunk!r}")
         q_index, kv_index = q_index // chunk, kv_index // chunk

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from bajax import runs
 from bajax.flow.vocoder import GriffinLim, Vocoder
-from bajax.speech import load as load_lib
 
 
 class Synthesizer:
@@ -61,30 +61,32 @@ class Synthesizer:
     def load(cls, flow: str, tokenizer: str | None = None, **kwargs) -> Synthesizer:
         """From a flow run (trained with cond_source='tokenizer') and a tokenizer run (default: the one the
         flow run was trained on, model.tokenizer_checkpoint of its config)."""
-        from bajax.tokenizer.model import load_frozen_decoder
+        from bajax.tokenizer.encode import frozen_decoder
 
-        flow_run = load_lib.resolve(flow, "flow")
-        flow_cfg = load_lib.read_config(flow_run, "flow")
+        flow_run = runs.resolve(flow, "flow")
+        flow_cfg = runs.read_config(flow_run, "flow")
         if flow_cfg.model.cond_source != "tokenizer":
-            raise load_lib.LoadError(
+            raise runs.LoadError(
                 f"--flow {flow}: this flow decoder was trained with model.cond_source="
                 f"{flow_cfg.model.cond_source!r}, so it cannot turn codes into speech; train one with "
                 "--config.model.cond_source=tokenizer --config.model.tokenizer_checkpoint=TOKENIZER_RUN")
         tokenizer = tokenizer or flow_cfg.model.tokenizer_checkpoint
         if not tokenizer:
-            raise load_lib.LoadError(f"--flow {flow} names no tokenizer run; pass --tokenizer TOKENIZER_RUN")
-        tok_run = load_lib.resolve(tokenizer, "tokenizer")
-        tok_cfg = load_lib.read_config(tok_run, "tokenizer")
+            raise runs.LoadError(f"--flow {flow} names no tokenizer run; pass --tokenizer TOKENIZER_RUN")
+        tok_run = runs.resolve(tokenizer, "tokenizer")
+        tok_cfg = runs.read_config(tok_run, "tokenizer")
         if int(flow_cfg.model.cond_dim) != int(tok_cfg.model.d_model):
-            raise load_lib.LoadError(
+            raise runs.LoadError(
                 f"--flow {flow} conditions on {flow_cfg.model.cond_dim}-d features but the tokenizer "
                 f"{tok_run.workdir} decodes {tok_cfg.model.d_model}-d ones; pass the tokenizer the flow decoder "
                 "was trained with")
-        # Loaded once here, outside any trace, so the flow's own conditioning check finds it cached.
-        decode = load_frozen_decoder(tok_run.workdir)
-        flow_model = load_lib.load(flow, "flow", flag="flow",
-                                   model_overrides={"tokenizer_checkpoint": tok_run.workdir}).model
-        return cls(decode, flow_model, tok_cfg, tokenizer_run=tok_run.workdir, **kwargs)
+        # The alignment branch is training-only: left out, none of it is read.
+        tokenizer_model = runs.load(tokenizer, "tokenizer", flag="tokenizer",
+                                    model_overrides={"loss.align_weight": 0.0}).model
+        flow_model = runs.load(flow, "flow", flag="flow",
+                               model_overrides={"tokenizer_checkpoint": str(tok_run.workdir)}).model
+        return cls(frozen_decoder(tokenizer_model), flow_model, tok_cfg, tokenizer_run=str(tok_run.workdir),
+                   **kwargs)
 
     def check_codes(self, codes) -> np.ndarray:
         codes = np.asarray(codes)

@@ -9,19 +9,15 @@ the only way to lower the loss is to put the transcript's content into the codes
 Frozen = its weights are `FrozenWeight` variables, not `nnx.Param`: the trainer's trainable filter selects
 Params only, so the LM gets no gradient and no optimizer state whatever `train.freeze` says, while it is
 still sharded by its logical axes and saved in the run's checkpoint (a resumed run needs no LM path).
-Its weights come from `align_lm_checkpoint` (a `bajax train` LM run) or, when that is empty, from the
-random initialisation of `model.align_lm` (see configs/tokenizer/tiny.py for when that is sensible).
+Its weights come from `align_lm_checkpoint` (a `bajax train` LM run, loaded by the tokenizer kind's
+`load_frozen` through `bajax.runs`) or, when that is empty, from the random initialisation of
+`model.align_lm` (see configs/tokenizer/tiny.py for when that is sensible).
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import os
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from bajax.layers.linear import Linear
@@ -44,72 +40,17 @@ def freeze_params(module: nnx.Module) -> nnx.Module:
     return module
 
 
-def lm_config(lm_cfg, checkpoint: str):
-    """The frozen LM's model config: `model.align_lm`, or the config.json of `checkpoint` when given
-    (then the checkpoint decides the shape and the section is ignored)."""
-    if not checkpoint:
-        return lm_cfg
-    from bajax.lm.config import default_model_config
-
-    path = os.path.join(checkpoint, "config.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"model.align_lm_checkpoint={checkpoint!r}: no config.json there; pass the "
-                                "--workdir of a `bajax train --config configs/lm/...` run (or '' for a random "
-                                "frozen LM)")
-    with open(path) as f:
-        values = json.load(f)
-    if values.get("kind") != "lm":
-        raise ValueError(f"model.align_lm_checkpoint={checkpoint!r} is a {values.get('kind')!r} run; the "
-                         "alignment loss needs an audio-LLM ('lm') run")
-    cfg = default_model_config()
-    for key, value in values["model"].items():
-        if key in cfg:
-            cfg[key] = tuple(value) if isinstance(value, list) else value
-    return cfg
-
-
-@functools.cache
-def _checkpoint_weights(checkpoint: str, lm_cfg_json: str):
-    """The LM run's latest model weights as host numpy arrays (cached: init traces the model twice)."""
-    import orbax.checkpoint as ocp
-
-    from bajax.lm.config import default_model_config
-
-    cfg = default_model_config()
-    cfg.update(json.loads(lm_cfg_json))
-    abstract = nnx.state(nnx.eval_shape(lambda: AudioLLM(cfg, rngs=nnx.Rngs(0))))
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
-    target = {"model": jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), abstract)}
-    ckpt_dir = os.path.abspath(os.path.join(checkpoint, "checkpoints"))
-    mngr = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(create=False))
-    step = mngr.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"model.align_lm_checkpoint: {ckpt_dir} holds no checkpoint; train the LM first")
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=target, restore_args=jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=device), target),
-        partial_restore=True)))
-    mngr.close()
-    return jax.tree.map(np.asarray, restored["state"]["model"])
-
-
-def preload(lm_cfg, checkpoint: str) -> None:
-    """Reads the LM run's weights into the cache now, outside any trace (the trainer's `Task.setup`), so
-    the model built inside `jax.jit` only picks up host arrays and never runs an Orbax restore."""
-    if checkpoint:
-        _checkpoint_weights(checkpoint, json.dumps(lm_config(lm_cfg, checkpoint).to_dict()))
-
-
 class TextAlignment(nnx.Module):
     """Trainable `proj` (code dim -> LM hidden) + the frozen `lm`; `ce_sums` gives additive CE sums."""
 
-    def __init__(self, width: int, lm_cfg, checkpoint: str = "", *, rngs: nnx.Rngs):
-        cfg = lm_config(lm_cfg, checkpoint)
+    def __init__(self, width: int, cfg, weights=None, *, rngs: nnx.Rngs):
+        """`cfg`: the frozen LM's model config; `weights`: its Params (an nnx.State), or None for random."""
         self.proj = Linear(width, cfg.hidden, axes=("code_dim", "embed"), use_bias=True, rngs=rngs)
         lm = AudioLLM(cfg, rngs=rngs)
-        if checkpoint:
-            # Under jit these host arrays become constants of the INIT program only (train steps read the
-            # weights from the state); for a 1.5B LM prefer `train.init_from` of a run that already has them.
-            nnx.update(lm, _checkpoint_weights(checkpoint, json.dumps(cfg.to_dict())))
+        if weights is not None:
+            # Under jit these arrays become inputs of the INIT program only (train steps read the weights
+            # from the state); for a 1.5B LM prefer `train.init_from` of a run that already has them.
+            nnx.update(lm, weights)
         self.lm = freeze_params(lm)
         self.start_id = special_tokens.ids_for(cfg.vocab, cfg.vocab_size)["audio_end"]
         self.vocab_size = int(cfg.vocab_size)

@@ -38,14 +38,12 @@ def train_step_flops(m, code_frames: int, batch: int) -> float:
     return batch * (3 * (f["encoder"] + f["bridge"] + f["decoder"]) + f["rvq"])
 
 
-def align_flops(m, code_frames: int, text_len: int) -> float:
+def align_flops(m, c, code_frames: int, text_len: int) -> float:
     """Text-alignment loss of ONE utterance in a train step: the trainable projection (3x forward) and the
-    frozen LM over code_frames + text_len positions, forward and backward to its INPUTS only (2x forward:
-    no weight gradients); its lm_head runs on the text positions only."""
+    frozen LM (model config `c`) over code_frames + text_len positions, forward and backward to its INPUTS
+    only (2x forward: no weight gradients); its lm_head runs on the text positions only."""
     from bajax.lm.flops import backbone_matmul_params
-    from bajax.tokenizer.align import lm_config
 
-    c = lm_config(m.align_lm, m.align_lm_checkpoint)
     t = code_frames + text_len
     head = c.hidden * c.vocab_size
     layers = 2 * t * (backbone_matmul_params(c) - head) + 2 * 2 * t * t * c.heads * c.head_dim / 2 * c.layers

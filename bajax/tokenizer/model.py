@@ -30,8 +30,9 @@ def code_lengths_of(wave_lengths, mel_hop: int = 160, pool: int = 4):
 
 
 class Tokenizer(nnx.Module):
-    def __init__(self, m, *, rngs: nnx.Rngs, align: bool = True):
-        """`align=False` leaves out the alignment branch (projection + frozen LM) for inference."""
+    def __init__(self, m, *, rngs: nnx.Rngs, align_lm=None, align_lm_weights=None):
+        """With `loss.align_weight > 0` the alignment branch holds a frozen LM: of config `align_lm` (default
+        `m.align_lm`) with `align_lm_weights` (an nnx.State of its Params; default: random init)."""
         self.n_mels, self.pool, self.mel_hop = m.n_mels, m.pool, m.mel_hop
         self.target = (m.n_target_mels, m.target_hop, m.target_sample_rate)
         lc = m.loss
@@ -44,8 +45,8 @@ class Tokenizer(nnx.Module):
         self.bridge = Bridge(m.d_model, m.pool, m.rvq, replace=m.replace, dtype=jnp.dtype(m.dtype), rngs=rngs)
         self.decoder = AudioDecoder.from_config(m, rngs=rngs)
         self.align_weight = float(lc.align_weight)
-        self.align = (TextAlignment(m.d_model * m.pool, m.align_lm, m.align_lm_checkpoint, rngs=rngs)
-                      if align and self.align_weight > 0 else None)
+        self.align = (TextAlignment(m.d_model * m.pool, align_lm or m.align_lm, align_lm_weights, rngs=rngs)
+                      if self.align_weight > 0 else None)
 
     # ------------------------------------------------------------------------------------------- pieces
 
@@ -133,10 +134,3 @@ def loss_totals(wave_lengths, m, text_weights=None) -> dict:
     if text_weights is not None:
         totals["text_tokens"] = jnp.maximum(jnp.sum(text_weights.astype(jnp.float32)), 1.0)
     return totals
-
-
-def load_frozen_decoder(run_dir: str):
-    """See `bajax.tokenizer.encode.load_frozen_decoder` (here for `bajax.flow.conditioning`)."""
-    from bajax.tokenizer.encode import load_frozen_decoder as load
-
-    return load(run_dir)

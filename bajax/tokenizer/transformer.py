@@ -52,6 +52,6 @@ class WhisperStack(nnx.Module):
     def __call__(self, x: jax.Array, valid: jax.Array) -> jax.Array:
         """x [B, T, d] (residual stream, fp32), valid bool [B, T] -> final-normed [B, T, d], 0 at padding."""
         seg = valid.astype(jnp.int32)
-        mask = attention_mask(seg, seg, kind="causal" if self.causal else "bidirectional")
+        mask = attention_mask(seg, seg, pattern="causal" if self.causal else "bidirectional")
         x, _ = self.layers.scan(lambda layer, h, _: (layer(h, mask), None), x)
         return jnp.where(valid[..., None], self.layer_norm(x), 0.0)

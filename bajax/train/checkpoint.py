@@ -6,12 +6,11 @@ on 8 devices resumes on 1 (or on another pod slice). Saves are asynchronous; `cl
 
 from __future__ import annotations
 
-import os
-
 import grain
 import jax
 import orbax.checkpoint as ocp
-from etils import epath
+
+from bajax.runs import as_path
 
 CHUNK_BYTES = 64 * 1024**2
 
@@ -31,14 +30,9 @@ def per_layer_chunks(state):
     return jax.tree.map(args, state)
 
 
-def absolute(directory: str) -> epath.Path:
-    """Orbax wants absolute paths: local relative paths are resolved, gs:// and other URLs are kept."""
-    return epath.Path(directory if "://" in str(directory) else os.path.abspath(directory))
-
-
 class Checkpointer:
     def __init__(self, directory: str, *, every: int, keep: int, async_save: bool = True):
-        self.directory = absolute(directory)
+        self.directory = as_path(directory)
         self.every = every
         self.manager = ocp.CheckpointManager(
             self.directory,
@@ -75,24 +69,3 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
-
-
-def restore_params(directory: str, abstract_model_state, step: int | None = None):
-    """Only the model parameters of another run's checkpoint (e.g. stage 1 -> stage 2, or an HF import),
-    restored onto the shardings of `abstract_model_state`. Variables absent from the checkpoint keep nothing:
-    every key of the target must exist there."""
-    mngr = ocp.CheckpointManager(absolute(directory), options=ocp.CheckpointManagerOptions(create=False))
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"train.init_from={directory!r} holds no checkpoint step")
-    target = {"model": abstract_model_state}
-    restored = mngr.restore(
-        step,
-        args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-            item=target,
-            restore_args=jax.tree.map(lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), target),
-            partial_restore=True,
-        )),
-    )
-    mngr.close()
-    return restored["state"]["model"]

@@ -97,21 +97,21 @@ def resolve_mesh(shape: dict[str, int], devices: int) -> dict[str, int]:
 # -- abstract state and the parameter layout, without devices --------------------------------------------
 
 def abstract_state(cfg):
-    """(task, abstract train state) exactly as the trainer builds them, but only shapes (jax.eval_shape)."""
+    """(kind, abstract train state) exactly as the trainer builds them, but only shapes (jax.eval_shape);
+    frozen helper models keep their random initialisation (only their shapes matter here)."""
     import jax
 
-    from bajax import sharding
+    from bajax import models, sharding
     from bajax.train import freeze, optim
     from bajax.train.step import init_state
-    from bajax.train.task import get_task
 
-    task = get_task(cfg.kind)
-    patterns, train_only = freeze.resolve(cfg.train, task.stages)
+    kind = models.get(cfg.kind)
+    patterns, train_only = freeze.resolve(cfg.train, kind.stages)
     is_trainable = freeze.trainable_filter(patterns, train_only)
     tx = optim.make_optimizer(cfg.optim, cfg.train.steps)
     with sharding.axis_rules(cfg.sharding.rules):
-        state = jax.eval_shape(lambda: init_state(task, cfg.model, cfg.seed, tx, is_trainable))
-    return task, state
+        state = jax.eval_shape(lambda: init_state(kind, cfg.model, cfg.seed, tx, is_trainable))
+    return kind, state
 
 
 class _MeshShape:
@@ -178,29 +178,6 @@ def state_bytes_per_device(tree, rules, mesh_shape) -> int:
             value, local = leaf, leaf.shape
         total += int(np.prod(local)) * np.dtype(value.dtype).itemsize
     return total
-
-
-# -- batch shapes per model kind -------------------------------------------------------------------------
-
-def batch_shapes(cfg) -> dict[str, tuple[tuple[int, ...], type]]:
-    """Global batch {key: (shape, dtype)} of one optimizer step, from the config alone (no data)."""
-    b = cfg.train.batch_size
-    if cfg.kind == "lm":
-        from bajax.lm import batch as lm_batch
-
-        return {k: (s, lm_batch.FIELDS[k][0]) for k, s in lm_batch.shapes(b, cfg.data.seq_len).items()}
-    a = cfg.data.audio
-    seconds = a.crop_seconds if a.mode == "crop" else max(a.bucket_seconds)
-    code_frames = max(1, int(seconds * 12.5))          # 12.5 Hz codes; 1280 samples at 16 kHz each
-    if cfg.kind == "tokenizer":
-        return {"wave": ((b, 1280 * code_frames), np.float32), "wave_lengths": ((b,), np.int32),
-                "text_tokens": ((b, a.text_len), np.int32), "text_weights": ((b, a.text_len), np.float32)}
-    if cfg.kind == "flow":
-        f = 4 * code_frames                              # 50 Hz mel frames
-        return {"mel24": ((b, f, 80), np.float32), "mel_lengths": ((b,), np.int32),
-                "wave16": ((b, 1280 * code_frames), np.float32), "wave_lengths": ((b,), np.int32),
-                "codes": ((b, code_frames, 8), np.int32), "code_lengths": ((b,), np.int32)}
-    raise ValueError(f"plan: no batch shapes for kind {cfg.kind!r}")
 
 
 # -- the plan --------------------------------------------------------------------------------------------
@@ -277,13 +254,13 @@ def plan(cfg, topology: Topology, mesh_shape: dict[str, int], *, mfu: float = 0.
 
     mesh = resolve_mesh(mesh_shape, topology.devices)
     rules = cfg.sharding.rules
-    task, state = abstract_state(cfg)
+    kind, state = abstract_state(cfg)
     table = param_table(state, rules, mesh)
-    patterns, train_only = freeze.resolve(cfg.train, task.stages)
+    patterns, train_only = freeze.resolve(cfg.train, kind.stages)
     trainable, _ = nnx.split_state(state["model"], freeze.trainable_filter(patterns, train_only), ...)
     count = lambda t: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(t))  # noqa: E731
     rows_per_device = cfg.train.batch_size / (mesh["data"] * mesh["fsdp"])
-    batch_bytes = sum(math.prod(s) * np.dtype(d).itemsize for s, d in batch_shapes(cfg).values())
+    batch_bytes = sum(math.prod(b.shape) * b.dtype.itemsize for b in kind.abstract_batch(cfg).values())
     return Plan(
         config=config_name, topology=topology, mesh=mesh, table=table,
         n_params=sum(math.prod(r["shape"]) for r in table if r["param"]), n_trainable=count(trainable),
@@ -291,7 +268,7 @@ def plan(cfg, topology: Topology, mesh_shape: dict[str, int], *, mfu: float = 0.
         opt_bytes=state_bytes_per_device(state["opt"], rules, mesh),
         grads_bytes=state_bytes_per_device(trainable, rules, mesh),   # fp32 like the parameters
         batch_bytes=int(batch_bytes * rows_per_device / cfg.train.batch_size),
-        flops_per_step=float(task.flops_per_step(cfg)), mfu=mfu, compiled=compiled,
+        flops_per_step=float(kind.flops_per_step(cfg)), mfu=mfu, compiled=compiled,
         remat=str(cfg.model.get("remat", "")), grad_accum=int(cfg.train.grad_accum),
         batch_size=int(cfg.train.batch_size))
 
@@ -313,10 +290,10 @@ def compile_step(cfg, mesh_shape: dict[str, int]) -> dict:
         cfg.mesh[axis] = size
     trainer = Trainer(cfg, tempfile.mkdtemp(prefix="bajax-plan-"))
     with trainer.scope():
-        batch = {k: jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(
-                    trainer.mesh, sharding.logical_to_spec(("batch",) + (None,) * (len(shape) - 1),
-                                                           trainer.rules, trainer.mesh.axis_names)))
-                 for k, (shape, dtype) in batch_shapes(cfg).items()}
+        fields = trainer.kind.batch_fields
+        batch = {k: jax.ShapeDtypeStruct(b.shape, b.dtype, sharding=NamedSharding(
+                    trainer.mesh, sharding.logical_to_spec(fields[k].axes, trainer.rules, trainer.mesh.axis_names)))
+                 for k, b in trainer.kind.abstract_batch(cfg).items()}
         t0 = time.perf_counter()
         lowered = trainer.compiled_step().lower(trainer.abstract_with_shardings(), batch)
         compiled = lowered.compile()

@@ -14,13 +14,14 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bajax import sharding
-from bajax.train.task import Task
+from bajax.models import LossFn, ModelKind
 
 BATCH_AXES = ("batch",)
 
 
-def init_state(task: Task, model_cfg, seed: int, tx: optax.GradientTransformation, is_trainable):
-    model = task.build_model(model_cfg, nnx.Rngs(seed))
+def init_state(kind: ModelKind, model_cfg, seed: int, tx: optax.GradientTransformation, is_trainable,
+               frozen=None):
+    model = kind.build_model(model_cfg, nnx.Rngs(seed), frozen or {})
     model_state = nnx.state(model)
     trainable, _ = nnx.split_state(model_state, is_trainable, ...)
     return {"step": jnp.zeros((), jnp.int32), "model": model_state, "opt": tx.init(trainable)}
@@ -53,15 +54,16 @@ def _micro_batches(batch: dict, k: int) -> dict:
     return jax.tree.map(split, batch)
 
 
-def make_train_step(task: Task, graphdef, tx: optax.GradientTransformation, is_trainable, *, seed: int,
-                    grad_accum: int, lr_schedule):
-    """A pure `step(state, batch) -> (state, metrics)` to be wrapped in `jax.jit` by the caller."""
+def make_train_step(loss_fn: LossFn, loss_totals, graphdef, tx: optax.GradientTransformation, is_trainable, *,
+                    seed: int, grad_accum: int, lr_schedule):
+    """A pure `step(state, batch) -> (state, metrics)` to be wrapped in `jax.jit` by the caller; `loss_fn` is
+    the kind's loss built for the run's config, `loss_totals` its normalisers of the global batch."""
 
     def loss_and_grad(trainable, others, batch, rng, totals):
         def loss_of(params):
             # copy=True: the forward may mutate non-param Variables (EMA codebooks) inside this trace.
             model = nnx.merge(graphdef, params, others, copy=True)
-            loss, metrics = task.loss_fn(model, batch, rng, totals)
+            loss, metrics = loss_fn(model, batch, rng, totals)
             # Non-trainable state mutated by the forward pass (e.g. RVQ EMA codebooks) leaves here.
             _, new_others = nnx.split_state(nnx.state(model), is_trainable, ...)
             return loss, (metrics, new_others)
@@ -71,7 +73,7 @@ def make_train_step(task: Task, graphdef, tx: optax.GradientTransformation, is_t
 
     def step(state, batch):
         rng = jax.random.fold_in(jax.random.key(seed), state["step"])
-        totals = {**task.loss_totals(batch), "step": state["step"]}  # schedules (e.g. RVQ curricula) read step
+        totals = {**loss_totals(batch), "step": state["step"]}  # schedules (e.g. RVQ curricula) read step
         trainable, others = nnx.split_state(state["model"], is_trainable, ...)
         if grad_accum == 1:
             loss, metrics, others, grads = loss_and_grad(trainable, others, batch, rng, totals)

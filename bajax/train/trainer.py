@@ -20,11 +20,10 @@ from etils import epath
 from flax import nnx
 from ml_collections import ConfigDict
 
-from bajax import malloc, sharding
+from bajax import malloc, models, runs, sharding
 from bajax.train import checkpoint, distributed, freeze, optim, peak
 from bajax.train.metrics import MetricsWriter
 from bajax.train.step import init_state, make_train_step, state_shardings
-from bajax.train.task import get_task
 
 
 @dataclasses.dataclass
@@ -80,20 +79,22 @@ class Trainer:
     def __init__(self, cfg: ConfigDict, workdir: str, *, devices=None):
         self.cfg = cfg
         self.workdir = epath.Path(workdir)  # local or gs://
-        self.task = get_task(cfg.kind)
-        if self.task.setup is not None:
-            self.task.setup(cfg.model)
+        self.kind = models.get(cfg.kind)
         self.mesh = sharding.make_mesh(dict(cfg.mesh), devices)
         self.rules = sharding.normalize_rules(cfg.sharding.rules)
-        freeze_patterns, train_only = freeze.resolve(cfg.train, self.task.stages)
+        # Frozen helper models (another run's weights) load onto this mesh before anything is traced.
+        with self.scope():
+            self.frozen = self.kind.load_frozen(cfg.model, self.mesh)
+        self.loss_fn = self.kind.loss(cfg.model, self.frozen)
+        freeze_patterns, train_only = freeze.resolve(cfg.train, self.kind.stages)
         self.is_trainable = freeze.trainable_filter(freeze_patterns, train_only)
         self.lr_schedule = optim.schedule(cfg.optim, cfg.train.steps)
         self.tx = optim.make_optimizer(cfg.optim, cfg.train.steps)
         with self.scope():
-            abstract_model = nnx.eval_shape(lambda: self.task.build_model(cfg.model, nnx.Rngs(cfg.seed)))
+            abstract_model = nnx.eval_shape(lambda: self.kind.build_model(cfg.model, nnx.Rngs(cfg.seed), self.frozen))
             self.graphdef = nnx.graphdef(abstract_model)
             freeze.check_patterns(nnx.state(abstract_model), freeze_patterns, train_only)
-            self._init = lambda: init_state(self.task, cfg.model, cfg.seed, self.tx, self.is_trainable)
+            self._init = lambda: init_state(self.kind, cfg.model, cfg.seed, self.tx, self.is_trainable, self.frozen)
             self.abstract_state = jax.eval_shape(self._init)
             self.state_shardings = state_shardings(self.abstract_state, self.mesh)
 
@@ -118,8 +119,10 @@ class Trainer:
         """A new state created inside jit, so every parameter is born on its shards."""
         state = jax.jit(self._init, out_shardings=self.state_shardings)()
         if self.cfg.train.init_from:
-            target = self.abstract_with_shardings()["model"]
-            state["model"] = checkpoint.restore_params(self.cfg.train.init_from, target)
+            run = runs.resolve(self.cfg.train.init_from, "config.train.init_from")
+            step = runs.pick_step(run, flag="config.train.init_from")
+            target = {"model": self.abstract_with_shardings()["model"]}
+            state["model"] = runs.restore(run.checkpoints, step, target)["model"]
         return state
 
     def num_trainable(self) -> tuple[int, int]:
@@ -129,28 +132,29 @@ class Trainer:
         return count(trainable), count(trainable) + count(params)
 
     def compiled_step(self):
-        step = make_train_step(self.task, self.graphdef, self.tx, self.is_trainable, seed=self.cfg.seed,
-                               grad_accum=self.cfg.train.grad_accum, lr_schedule=self.lr_schedule)
+        step = make_train_step(self.loss_fn, self.kind.loss_totals, self.graphdef, self.tx, self.is_trainable,
+                               seed=self.cfg.seed, grad_accum=self.cfg.train.grad_accum,
+                               lr_schedule=self.lr_schedule)
         jitted = jax.jit(step, in_shardings=(self.state_shardings, None),
                          out_shardings=(self.state_shardings, None), donate_argnums=0,
                          compiler_options=self.compiler_options())
         return distributed.compiled_together(jitted, "train_step")
 
     def compiler_options(self) -> dict | None:
-        """The task's XLA options for CPU when the mesh is on CPU; None elsewhere."""
+        """The kind's XLA options for CPU when the mesh is on CPU; None elsewhere."""
         on_cpu = self.mesh.devices.flat[0].platform == "cpu"
-        return dict(self.task.cpu_compiler_options) if on_cpu and self.task.cpu_compiler_options else None
+        return dict(self.kind.cpu_compiler_options) if on_cpu and self.kind.cpu_compiler_options else None
 
     def compiled_eval(self):
         """Jitted `(state, batch) -> metrics` of the loss on held-out data (no gradients, no updates;
         stochastic parts such as RVQ Gumbel sampling see a fixed key)."""
-        task, graphdef = self.task, self.graphdef
+        kind, loss_fn, graphdef = self.kind, self.loss_fn, self.graphdef
 
         def evaluate(state, batch):
             model = nnx.merge(graphdef, state["model"], copy=True)
-            # "train": False tells a task's loss to run its evaluation mode (e.g. greedy RVQ, no EMA update).
-            totals = {**task.loss_totals(batch), "step": state["step"], "train": False}
-            loss, metrics = task.loss_fn(model, batch, jax.random.key(0), totals)
+            # "train": False tells a kind's loss to run its evaluation mode (e.g. greedy RVQ, no EMA update).
+            totals = {**kind.loss_totals(batch), "step": state["step"], "train": False}
+            loss, metrics = loss_fn(model, batch, jax.random.key(0), totals)
             return {**metrics, "loss": loss}
 
         jitted = jax.jit(evaluate, in_shardings=(self.state_shardings, None), compiler_options=self.compiler_options())
@@ -196,22 +200,16 @@ class Trainer:
             cfg = ConfigDict(cfg.to_dict())  # a private copy with the held-out mixture
             for task in cfg.data.mixture:
                 cfg.data.mixture[task] = 1.0 if task in tasks else 0.0
-        return self.task.make_dataset(cfg, jax.process_index(), jax.process_count(), cfg.data.eval_split)
+        return self.kind.make_dataset(cfg, jax.process_index(), jax.process_count(), cfg.data.eval_split)
 
     def restore_latest(self):
         """The train state of the newest checkpoint in WORKDIR/checkpoints (no data iterator), on this mesh."""
-        ckpt = checkpoint.Checkpointer(str(self.workdir / "checkpoints"), every=0, keep=1)
-        try:
-            step = ckpt.latest_step()
-            if step is None:
-                raise FileNotFoundError(f"{self.workdir}/checkpoints holds no checkpoint; train first with "
-                                        f"`bajax train --workdir {self.workdir} ...`")
-            return ckpt.restore(step, self.abstract_with_shardings())
-        finally:
-            ckpt.close()
+        run = runs.Run(runs.as_path(self.workdir))
+        step = runs.pick_step(run, flag="workdir")
+        return runs.restore(run.checkpoints, step, self.abstract_with_shardings())
 
     def dataset(self, split: str = "train"):
-        return self.task.make_dataset(self.cfg, jax.process_index(), jax.process_count(), split)
+        return self.kind.make_dataset(self.cfg, jax.process_index(), jax.process_count(), split)
 
     # -- loop -------------------------------------------------------------------------------------------
     def run(self, *, stop_after: int | None = None, quiet: bool = False) -> RunResult:
@@ -219,12 +217,12 @@ class Trainer:
         say = not quiet and jax.process_index() == 0  # every process runs this loop; one speaks
         self.workdir.mkdir(parents=True, exist_ok=True)
         if jax.process_index() == 0:
-            (self.workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
+            runs.write_config(self.workdir, cfg)
         ckpt = checkpoint.Checkpointer(str(self.workdir / "checkpoints"), every=cfg.checkpoint.every,
                                        keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
         peak_total = peak.device_peak(cfg.metrics.peak_flops) * jax.device_count()  # probe outside the mesh
         writer = MetricsWriter(str(self.workdir), tensorboard=cfg.metrics.tensorboard,
-                               echo=not quiet, flops_per_step=self.task.flops_per_step(cfg),
+                               echo=not quiet, flops_per_step=self.kind.flops_per_step(cfg),
                                peak_flops=peak_total)
         with self.scope(), _StopSignal() as stop:
             data_iter = iter(self.dataset("train"))
@@ -255,7 +253,7 @@ class Trainer:
             end = cfg.train.steps if stop_after is None else min(stop_after, cfg.train.steps)
             while step < end:
                 local = next(data_iter)
-                writer.unit, count = self.task.work_units(local)
+                writer.unit, count = self.kind.work_units(local)
                 units += count * jax.process_count()  # every process holds the same number of rows
                 state, metrics = step_fn(state, sharding.to_global(local, self.mesh))
                 step += 1

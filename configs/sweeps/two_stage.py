@@ -5,6 +5,8 @@ table compares the held-out text-only loss after audio training (`eval_text_loss
   bajax sweep configs/sweeps/two_stage.py --workdir runs/sweeps/two_stage
 """
 
+from bajax.data.manifest import TASKS
+
 CONFIG = "configs/lm/tiny.py"
 METRICS = ("eval_text_loss", "eval_audio_loss", "audio_loss", "text_loss")
 
@@ -13,7 +15,7 @@ AUDIO_STEPS = 200   # audio-training steps of each recipe (two-stage splits them
 
 def get_sweep():
     text_only = [f"data.mixture.{t}={1.0 if t == 'text' else 0.0}"
-                 for t in ("asr", "aqa", "s2tt", "intlv", "tts", "itts", "audio", "text")]
+                 for t in (*TASKS, "text")]
     start = "train.init_from={workdir}/text_pretrain/checkpoints"
     half = AUDIO_STEPS // 2
     return [

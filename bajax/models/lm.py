@@ -1,0 +1,101 @@
+"""The audio LLM kind: model, additive loss, packed-token data, FLOPs, the paper's two stages, reference names."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bajax.lm import batch as lm_batch
+from bajax.lm import flops as lm_flops
+from bajax.lm.config import default_model_config
+from bajax.lm.losses import lm_loss, loss_totals
+from bajax.lm.model import AudioLLM
+from bajax.models.registry import register
+from bajax.models.spec import Field, ModelKind, ReferenceLayout, rows_per_process
+
+# Paper section 3.3.1: stage 1 trains only the audio embeddings and the audio head (LLM frozen);
+# stage 2 trains everything except the text embedding and the LM head.
+STAGES = {
+    "stage1": {"train_only": (r"audio_embed/.*", r"audio_head/.*")},
+    "stage2": {"freeze": (r"embed_tokens/.*", r"lm_head/.*")},
+}
+
+
+def build_model(model_cfg, rngs, frozen=None):
+    del frozen  # the LLM has no frozen helper
+    return AudioLLM(model_cfg, rngs=rngs)
+
+
+def loss(model_cfg, frozen=None):
+    text_weight, audio_weight = float(model_cfg.text_loss_weight), float(model_cfg.audio_loss_weight)
+
+    def loss_fn(model, batch, rng, totals):
+        del rng  # the LLM's training forward is deterministic
+        return lm_loss(model, batch, totals=totals, text_loss_weight=text_weight, audio_loss_weight=audio_weight)
+
+    return loss_fn
+
+
+def batch_shapes(cfg) -> dict[str, tuple[int, ...]]:
+    return lm_batch.shapes(cfg.train.batch_size, cfg.data.seq_len, len(cfg.model.codebook_sizes))
+
+
+def make_dataset(cfg, process_index: int, process_count: int, split: str):
+    from bajax.data.pipeline import lm_dataset
+
+    m = cfg.model
+    return lm_dataset(cfg.data, batch_size=rows_per_process(cfg.train, process_count), seq_len=cfg.data.seq_len,
+                      vocab=m.vocab, vocab_size=m.vocab_size, codebook_sizes=tuple(m.codebook_sizes),
+                      process_index=process_index, process_count=process_count, split=split)
+
+
+def flops_per_step(cfg) -> float:
+    per_token = lm_flops.train_flops_per_token(cfg.model, cfg.data.seq_len)["total"]
+    return per_token * cfg.train.batch_size * cfg.data.seq_len
+
+
+def work_units(batch: dict) -> tuple[str, float]:
+    return "tokens", float(np.count_nonzero(batch["segment_ids"]))
+
+
+def reference_entries(shapes: dict) -> list:
+    from bajax.interop.layout_lm import baichuan_lm
+
+    return baichuan_lm(shapes)
+
+
+def reference_config(cfg) -> dict:
+    m = cfg.model
+    return {"hidden_size": m.hidden, "num_hidden_layers": m.layers, "num_attention_heads": m.heads,
+            "num_key_value_heads": m.kv_heads, "head_dim": m.head_dim, "intermediate_size": m.mlp,
+            "rope_theta": m.rope_theta, "rms_norm_eps": m.norm_eps, "vocab_size": m.vocab_size,
+            "tie_word_embeddings": False, "attention_qkv_pack": True, "attention_qkv_bias": True,
+            "use_norm_head": False,
+            "audio_config": {"audio_head_transformer_layers": m.audio_head_layers,
+                             "audio_head_attention_heads": m.audio_head_heads,
+                             "vq_config": {"codebook_sizes": list(m.codebook_sizes)}}}
+
+
+def owns(name: str) -> bool:
+    return name.startswith(("model.", "lm_head.", "audio_head."))
+
+
+# XLA:CPU hands only the matmuls to YNNPACK, not its elementwise and reduction fusions: on the small LM step
+# that was clearly faster than the default fusion types (bench/RESULTS_lm.md). The flow decoder's
+# convolutions did not gain from it, so it is this kind's option, not a process-wide flag.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+KIND = register(ModelKind(
+    name="lm",
+    default_model_config=default_model_config,
+    build_model=build_model,
+    loss=loss,
+    loss_totals=loss_totals,
+    batch_fields={k: Field(dtype, axes) for k, (dtype, axes) in lm_batch.FIELDS.items()},
+    batch_shapes=batch_shapes,
+    make_dataset=make_dataset,
+    flops_per_step=flops_per_step,
+    work_units=work_units,
+    layout=ReferenceLayout(entries=reference_entries, reference_config=reference_config, owns=owns),
+    stages=STAGES,
+    cpu_compiler_options=CPU_COMPILER_OPTIONS,
+))

@@ -1,0 +1,102 @@
+"""What bajax knows about one model kind: the `ModelKind` spec every generic path looks up.
+
+A kind (lm, tokenizer, flow, ...) is one `ModelKind` registered in `bajax.models.registry`. The trainer, the
+plan, the run loader, export and import never ask "which model is this": they call the spec's functions.
+
+Losses must be ADDITIVE over micro-batches: `loss_totals(full_batch)` computes the normalisers (token
+counts, frame counts) of the whole global batch once, and the loss divides its sums by them. Then the sum of
+micro-batch losses and gradients equals the loss and gradient of the full batch exactly, which is what
+makes gradient accumulation equal to a k-times larger batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+
+import jax
+import numpy as np
+from flax import nnx
+from ml_collections import ConfigDict
+
+# (model, batch, rng, totals) -> (loss, metrics); metrics are additive like the loss. `totals` holds what
+# loss_totals returned plus "step" (the optimizer step, int32 scalar) for loss schedules, and "train": False
+# in evaluation.
+LossFn = Callable[[nnx.Module, dict, jax.Array, dict], tuple[jax.Array, dict]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One array of a kind's batch: dtype and logical axes (names like 'batch', 'length'; None = unnamed)."""
+    dtype: type
+    axes: tuple[str | None, ...]
+    optional: bool = False      # present only in some data (e.g. the flow decoder's codes)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceLayout:
+    """How a kind's parameters map onto the reference (PyTorch) checkpoint, for export and import."""
+    # leaf shapes {path: shape} -> [bajax.interop.entries.Entry] in the reference names
+    entries: Callable[[dict], list]
+    # config -> the reference-style config fields written beside the exported tensors
+    reference_config: Callable[[ConfigDict], dict]
+    # reference tensor name -> whether it belongs to this component (a full checkpoint holds them all)
+    owns: Callable[[str], bool]
+    # bajax leaf path -> True for bajax-only leaves that have no reference tensor (anything else unmapped
+    # is an error)
+    bajax_only: Callable[[tuple[str, ...]], bool] = lambda path: False
+
+
+def _no_frozen(model_cfg: ConfigDict, mesh) -> dict:
+    return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelKind:
+    name: str
+    # () -> the locked defaults of the `model` section (every valid key with its type)
+    default_model_config: Callable[[], ConfigDict]
+    # (model config, rngs, frozen helpers or {}) -> module; `frozen` is what `load_frozen` returned, or {}
+    # when only shapes or a checkpoint's own weights matter (plans, inference, import)
+    build_model: Callable[[ConfigDict, nnx.Rngs, Mapping], nnx.Module]
+    # (model config, frozen helpers) -> LossFn: the loss reads its settings from the config it is given
+    loss: Callable[[ConfigDict, Mapping], LossFn]
+    # global batch -> normalisers passed to every micro-batch's loss
+    loss_totals: Callable[[dict], dict]
+    # the batch contract between the kind's data pipeline and its loss
+    batch_fields: Mapping[str, Field]
+    # config -> {field: shape} of one global batch, from the config alone (plans compile against it)
+    batch_shapes: Callable[[ConfigDict], dict[str, tuple[int, ...]]]
+    # (config, process_index, process_count, split) -> grain IterDataset of host-local numpy batches
+    make_dataset: Callable[[ConfigDict, int, int, str], object]
+    # config -> analytic training FLOPs of one optimizer step (forward + backward, whole global batch)
+    flops_per_step: Callable[[ConfigDict], float]
+    # host-local numpy batch -> (unit name, count) for throughput, e.g. ("tokens", 2048)
+    work_units: Callable[[dict], tuple[str, float]]
+    # parameter names in the reference checkpoint (export / import); None: the kind is not exported
+    layout: ReferenceLayout | None = None
+    # named presets of trainable parameters: {'stage1': {'train_only': (...)}, ...}
+    stages: Mapping[str, Mapping] = dataclasses.field(default_factory=dict)
+    # (model config, mesh) -> {name: frozen helper model}: loaded by the run loader onto the mesh of the
+    # caller, once, before anything is traced (the tokenizer's alignment LM, the flow decoder's tokenizer)
+    load_frozen: Callable[[ConfigDict, object], Mapping] = _no_frozen
+    # XLA compiler options of this kind's train and eval steps when they compile for CPU (chosen by
+    # measurement per model; other backends get none)
+    cpu_compiler_options: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def abstract_batch(self, cfg: ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
+        """One global batch as shapes and dtypes (the contract applied to `batch_shapes`)."""
+        shapes = self.batch_shapes(cfg)
+        unknown = set(shapes) - set(self.batch_fields)
+        if unknown:
+            raise ValueError(f"kind {self.name!r}: batch_shapes gives fields {sorted(unknown)} that batch_fields "
+                             "does not declare")
+        return {k: jax.ShapeDtypeStruct(s, np.dtype(self.batch_fields[k].dtype)) for k, s in shapes.items()}
+
+
+def rows_per_process(train_cfg, process_count: int) -> int:
+    """The host-local rows of a global batch; every process feeds the same number."""
+    if train_cfg.batch_size % process_count:
+        raise ValueError(f"train.batch_size={train_cfg.batch_size} must be divisible by the "
+                         f"{process_count} processes")
+    return train_cfg.batch_size // process_count
