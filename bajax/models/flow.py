@@ -17,6 +17,7 @@ from bajax.flow import conditioning
 from bajax.flow import flops as flow_flops
 from bajax.flow.config import default_model_config
 from bajax.flow.model import FlowDecoder
+from bajax.interop.layout_flow import baichuan_flow
 from bajax.models.audio import code_frames, dataset_of
 from bajax.models.registry import register
 from bajax.models.spec import Field, ModelKind, ReferenceLayout
@@ -88,12 +89,6 @@ def work_units(batch: dict) -> tuple[str, float]:
     return "audio_seconds", float(np.sum(batch["mel_lengths"])) / MEL_RATE
 
 
-def reference_entries(shapes: dict) -> list:
-    from bajax.interop.layout_flow import baichuan_flow
-
-    return baichuan_flow(shapes)
-
-
 def reference_config(cfg) -> dict:
     m = cfg.model
     return {"flow_matching_config": {
@@ -125,6 +120,6 @@ KIND = register(ModelKind(
     make_dataset=dataset_of("FlowView"),
     flops_per_step=flops_per_step,
     work_units=work_units,
-    layout=ReferenceLayout(entries=reference_entries, reference_config=reference_config, owns=owns),
+    layout=ReferenceLayout(entries=baichuan_flow, reference_config=reference_config, owns=owns),
     load_frozen=load_frozen,
 ))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bajax.interop.layout_lm import baichuan_lm
 from bajax.lm import batch as lm_batch
 from bajax.lm import flops as lm_flops
 from bajax.lm.config import default_model_config
@@ -57,12 +58,6 @@ def work_units(batch: dict) -> tuple[str, float]:
     return "tokens", float(np.count_nonzero(batch["segment_ids"]))
 
 
-def reference_entries(shapes: dict) -> list:
-    from bajax.interop.layout_lm import baichuan_lm
-
-    return baichuan_lm(shapes)
-
-
 def reference_config(cfg) -> dict:
     m = cfg.model
     return {"hidden_size": m.hidden, "num_hidden_layers": m.layers, "num_attention_heads": m.heads,
@@ -95,7 +90,7 @@ KIND = register(ModelKind(
     make_dataset=make_dataset,
     flops_per_step=flops_per_step,
     work_units=work_units,
-    layout=ReferenceLayout(entries=reference_entries, reference_config=reference_config, owns=owns),
+    layout=ReferenceLayout(entries=baichuan_lm, reference_config=reference_config, owns=owns),
     stages=STAGES,
     cpu_compiler_options=CPU_COMPILER_OPTIONS,
 ))

@@ -26,6 +26,7 @@ import functools
 import numpy as np
 from flax import nnx
 
+from bajax.interop.layout_tokenizer import baichuan_tokenizer
 from bajax.models.audio import code_frames, dataset_of
 from bajax.models.registry import register
 from bajax.models.spec import Field, ModelKind, ReferenceLayout
@@ -136,12 +137,6 @@ def work_units(batch: dict) -> tuple[str, float]:
     return "audio_seconds", float(np.sum(batch["wave_lengths"])) / SAMPLE_RATE
 
 
-def reference_entries(shapes: dict) -> list:
-    from bajax.interop.layout_tokenizer import baichuan_tokenizer
-
-    return baichuan_tokenizer(shapes)
-
-
 def reference_config(cfg) -> dict:
     m = cfg.model
     return {"audio_config": {
@@ -179,7 +174,7 @@ KIND = register(ModelKind(
     make_dataset=dataset_of("TokenizerView"),
     flops_per_step=flops_per_step,
     work_units=work_units,
-    layout=ReferenceLayout(entries=reference_entries, reference_config=reference_config, owns=owns,
+    layout=ReferenceLayout(entries=baichuan_tokenizer, reference_config=reference_config, owns=owns,
                            bajax_only=bajax_only),
     load_frozen=load_frozen,
 ))
