@@ -22,6 +22,7 @@ import math
 import os
 
 import jax
+import numpy as np
 from etils import epath
 from flax import nnx
 from ml_collections import ConfigDict
@@ -32,6 +33,10 @@ from bajax import models, sharding
 
 class LoadError(ValueError):
     """A path that is not a usable run; the message names it and says what to pass instead."""
+
+
+class ShapeMismatch(LoadError):
+    """A checkpoint whose parameter shapes differ from the config's model: every mismatch is named."""
 
 
 def as_path(path) -> epath.Path:
@@ -151,6 +156,65 @@ def state_dir(path, step: int | None = None, *, flag: str = "checkpoint") -> epa
     return run.checkpoints / str(pick_step(run, step, flag=flag)) / "state"
 
 
+def leaf_shapes(state_path) -> dict[tuple[str, ...], tuple[tuple[int, ...], np.dtype]]:
+    """Every leaf of a saved state's 'model' item, from the checkpoint METADATA alone (no array is read):
+    path (as `nnx.to_flat_state` names it) -> (shape, dtype)."""
+    import orbax.checkpoint as ocp
+
+    meta = ocp.PyTreeCheckpointer().metadata(as_path(state_path))
+    tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
+    out = {}
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, where + (str(k),))
+        elif hasattr(node, "shape"):
+            key = where[:-1] if where and where[-1] == "value" else where
+            out[key] = (tuple(int(d) for d in node.shape), np.dtype(node.dtype))
+
+    if "model" not in tree:
+        raise LoadError(f"{state_path}: not a bajax train state (no 'model' item)")
+    walk(tree["model"], ())
+    return out
+
+
+def _flat_config(node, where: str = "") -> dict[str, object]:
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, ConfigDict):
+            out.update(_flat_config(value, f"{where}{key}."))
+        else:
+            out[f"{where}{key}"] = value
+    return out
+
+
+def changed_keys(before: ConfigDict, after: ConfigDict, section: str = "model") -> list[str]:
+    """`section.key: old -> new` for every key of `section` that differs between two configs."""
+    a, b = _flat_config(before[section], f"{section}."), _flat_config(after[section], f"{section}.")
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def check_shapes(run: Run, step: int, target_model, cfg: ConfigDict, *, flag: str = "checkpoint") -> None:
+    """Raises `ShapeMismatch` naming every parameter of `target_model` (an abstract model state) whose shape
+    differs from, or is missing in, step's checkpoint, with the config keys that changed against the run's
+    config.json; reads metadata only, so it runs before anything is restored or written."""
+    have = leaf_shapes(run.checkpoints / str(step) / "state")
+    want = {tuple(str(k) for k in path): tuple(var.get_value().shape)
+            for path, var in nnx.to_flat_state(target_model)}
+    bad = [f"{'/'.join(p)}: checkpoint {have[p][0] if p in have else 'has no such parameter'}, "
+           f"this config {shape}" for p, shape in want.items() if p not in have or have[p][0] != shape]
+    if not bad:
+        return
+    try:
+        changed = changed_keys(read_config(run, flag=flag), cfg)
+    except LoadError:
+        changed = []
+    keys = ("; config keys changed against the run's config.json: " + ", ".join(changed)) if changed else ""
+    raise ShapeMismatch(f"--{flag} {run.workdir}: step {step} does not fit this config's model ({len(bad)} "
+                        f"parameter(s)): " + "; ".join(bad) + keys)
+
+
 def restore(checkpoints, step: int, target: dict) -> dict:
     """The items of `target` (a subtree of the saved train state: {'model': ...}, or the whole state) from
     `checkpoints/<step>/state`, each array placed on the sharding its abstract leaf carries. Leaves absent
@@ -235,6 +299,7 @@ def load(path, kind: str | None = None, *, mesh: jax.sharding.Mesh | None = None
     mesh = mesh if mesh is not None else inference_mesh(cfg)
     chosen = pick_step(run, step, flag=flag)
     graphdef, target = abstract_model(cfg, mesh)
+    check_shapes(run, chosen, target, cfg, flag=flag)
     try:
         state = restore(run.checkpoints, chosen, {"model": target})["model"]
     except (FileNotFoundError, ValueError, KeyError) as e:

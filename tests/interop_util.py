@@ -26,7 +26,7 @@ def write_model_run(tmp, cfg, model):
 def assert_runs_bitwise_equal(a, b, skip=lambda path: False):
     da = str(runs.state_dir(a))
     db = str(runs.state_dir(b))
-    sa, sb = rundir.leaf_shapes(da), rundir.leaf_shapes(db)
+    sa, sb = runs.leaf_shapes(da), runs.leaf_shapes(db)
     assert sa.keys() == sb.keys()
     keys = [k for k in sa if not skip(k)]
     va, vb = read_leaves(da, keys), read_leaves(db, keys)

@@ -42,9 +42,14 @@ def run(args, overrides) -> int:
 
         print(f"bajax train: {layout.describe()}; {jax.local_device_count()} local of {jax.device_count()} "
               "devices", flush=True)
+    from bajax import runs
     from bajax.train.trainer import train
 
-    result = train(cfg, args.workdir, stop_after=args.stop_after)
+    try:
+        result = train(cfg, args.workdir, stop_after=args.stop_after, fallback=not args.no_fallback)
+    except runs.LoadError as e:   # a run or init_from checkpoint that does not fit: one message, exit 2
+        print(f"bajax train: {e}", file=sys.stderr)
+        return 2
     note = " (stopped early; run the same command again to resume)" if result.step < cfg.train.steps else ""
     print(f"done: step {result.step} of {cfg.train.steps} in {args.workdir}{note}")
     return 0
@@ -74,6 +79,9 @@ def register(sub) -> None:
     p.add_argument("--workdir", required=True, help="directory (local or gs://) for checkpoints and metrics")
     p.add_argument("--stop-after", type=int, default=None,
                    help="save a checkpoint and exit after this step (a later run resumes)")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="an unreadable newest checkpoint is an error (default: name it, move it to "
+                        "WORKDIR/checkpoints.unreadable/ and resume from the newest readable one)")
     p.add_argument("--cpu-devices", type=int, default=0, help="fake this many CPU devices (to try meshes)")
     from bajax.train import distributed
 

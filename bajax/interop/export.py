@@ -37,7 +37,7 @@ def export(run_dir: str, out_dir: str, *, step: int | None = None,
     cfg = runs.read_config(run, flag="run")
     step = runs.pick_step(run, step, flag="run")
     sdir = str(runs.state_dir(run, step, flag="run"))
-    meta = rundir.leaf_shapes(sdir)
+    meta = runs.leaf_shapes(sdir)
     shapes = {k: v[0] for k, v in meta.items()}
     layout = layout_of(cfg.kind)
     entries = layout.entries(shapes)

@@ -33,28 +33,6 @@ def get_config(arg: str = ""):
 '''
 
 
-def leaf_shapes(path: str) -> dict[LeafPath, tuple[tuple[int, ...], np.dtype]]:
-    """Every leaf of the 'model' item: path (without nnx's trailing 'value') -> (shape, dtype)."""
-    import orbax.checkpoint as ocp
-
-    meta = ocp.PyTreeCheckpointer().metadata(path)
-    tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
-    out = {}
-
-    def walk(node, where):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, where + (str(k),))
-        elif hasattr(node, "shape"):
-            key = where[:-1] if where and where[-1] == "value" else where
-            out[key] = (tuple(int(d) for d in node.shape), np.dtype(node.dtype))
-
-    if "model" not in tree:
-        raise ValueError(f"{path}: not a bajax train state (no 'model' item)")
-    walk(tree["model"], ())
-    return out
-
-
 class LeafReader:
     """Slices of the 'model' item's leaves read straight from the checkpoint's TensorStore arrays: `read(leaf,
     (layer,))` decodes only that layer's chunk (bajax checkpoints store stacked leaves in per-layer chunks,

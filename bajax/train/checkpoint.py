@@ -47,6 +47,27 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def set_aside(self, step: int, why: str) -> str:
+        """Moves an unreadable step out of the manager's sight, to `checkpoints.unreadable/<step>` beside it
+        (never deleted: the user may still want its bytes), with WHY.txt; returns the new place. Process 0
+        moves, every process waits for it and re-lists the steps."""
+        aside = self.directory.parent / f"{self.directory.name}.unreadable" / str(step)
+        if jax.process_index() == 0:
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            if aside.exists():
+                aside = aside.parent / f"{step}.{len(list(aside.parent.iterdir()))}"
+            (self.directory / str(step)).rename(aside)
+            (aside / "WHY.txt").write_text(why + "\n")
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"bajax_set_aside_{step}")
+        self.manager.reload()
+        return str(aside)
+
     def save(self, step: int, state, data_iter=None, *, force: bool = False) -> bool:
         if not force and (self.every <= 0 or step % self.every):
             return False

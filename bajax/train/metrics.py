@@ -51,6 +51,20 @@ class MetricsWriter:
         self._last_sync: tuple[int, float, float] | None = None  # (step, wall time, cumulative units)
         self.records: list[dict] = []
 
+    def drop_after(self, step: int) -> int:
+        """On resume from `step`: the rows of later steps (logged before a crash, now re-run) are dropped, so
+        every step appears once. The file is rewritten whole (object stores cannot truncate); returns how
+        many rows went."""
+        if not self.enabled or not self.path.exists():
+            return 0
+        lines = self.path.read_text().splitlines(keepends=True)
+        keep = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+        if len(keep) != len(lines):
+            self.path.write_text("".join(keep))
+        if not self.append:
+            self._lines = keep
+        return len(lines) - len(keep)
+
     def add(self, step: int, device_metrics: dict, cumulative_units: float) -> None:
         """Queues step's metrics (device arrays) and writes the previously queued step's."""
         previous, self._pending = self._pending, (step, device_metrics, cumulative_units)

@@ -119,9 +119,11 @@ class Trainer:
         """A new state created inside jit, so every parameter is born on its shards."""
         state = jax.jit(self._init, out_shardings=self.state_shardings)()
         if self.cfg.train.init_from:
-            run = runs.resolve(self.cfg.train.init_from, "config.train.init_from")
-            step = runs.pick_step(run, flag="config.train.init_from")
+            flag = "config.train.init_from"
+            run = runs.resolve(self.cfg.train.init_from, flag)
+            step = runs.pick_step(run, flag=flag)
             target = {"model": self.abstract_with_shardings()["model"]}
+            runs.check_shapes(run, step, target["model"], self.cfg, flag=flag)
             state["model"] = runs.restore(run.checkpoints, step, target)["model"]
         return state
 
@@ -211,34 +213,87 @@ class Trainer:
     def dataset(self, split: str = "train"):
         return self.kind.make_dataset(self.cfg, jax.process_index(), jax.process_count(), split)
 
+    def _resume(self, ckpt: checkpoint.Checkpointer, data_iter, *, say: bool, fallback: bool):
+        """(step, state) of the newest READABLE checkpoint (data iterator restored in place), or (None, None)
+        when WORKDIR has none. Newer unreadable steps (a truncated or missing file, a missing data-iterator
+        state) are named with the reason and moved aside, never deleted, and their steps re-run; with
+        `fallback=False`, or when no step is readable, that is an error instead: a run never restarts from
+        scratch over existing checkpoints. A model that no longer fits the checkpoint is always an error."""
+        run = runs.Run(runs.as_path(self.workdir))
+        steps = ckpt.all_steps()
+        unreadable: list[tuple[int, str]] = []
+        for step in reversed(steps):
+            if step != steps[-1] and not fallback:
+                break
+            layout = _data_layout(ckpt.directory, step)
+            try:
+                runs.check_shapes(run, step, self.abstract_with_shardings()["model"], self.cfg, flag="workdir")
+                if layout == "missing":
+                    raise FileNotFoundError(f"its data-iterator state for process {jax.process_index()} of "
+                                            f"{jax.process_count()} is missing")
+                state = ckpt.restore(step, self.abstract_with_shardings(),
+                                     data_iter if layout == "same" else None)
+            except runs.ShapeMismatch:
+                raise
+            except Exception as e:  # any failure to read a step: a damaged step
+                unreadable.append((step, _reason(e)))
+                continue
+            for bad, why in unreadable:
+                where = ckpt.set_aside(bad, f"step {bad} unreadable: {why}")
+                if say:
+                    print(f"WARNING: checkpoint step {bad} in {ckpt.directory} is unreadable ({why}); moved to "
+                          f"{where}. Falling back to step {step}: steps {step + 1}-{bad} will be re-run",
+                          flush=True)
+            if say:
+                print(f"resumed from step {step} in {ckpt.directory}", flush=True)
+                if layout == "other_processes":
+                    print(f"WARNING: the data iterator of step {step} was saved by a different number of "
+                          f"processes than this run's {jax.process_count()}; each process's shard of the data "
+                          "differs now, so the data stream restarts from its beginning (the model and optimizer "
+                          "state resume exactly)", flush=True)
+            return step, state
+        if not unreadable:
+            return None, None
+        listed = "; ".join(f"step {s}: {why}" for s, why in unreadable)
+        hint = ("rerun without --no-fallback to resume from the newest readable step" if not fallback else
+                "no checkpoint is readable; move WORKDIR/checkpoints away to start from scratch")
+        raise runs.LoadError(f"{ckpt.directory}: unreadable checkpoint(s): {listed}; {hint}")
+
     # -- loop -------------------------------------------------------------------------------------------
-    def run(self, *, stop_after: int | None = None, quiet: bool = False) -> RunResult:
+    def run(self, *, stop_after: int | None = None, quiet: bool = False, fallback: bool = True) -> RunResult:
+        """Trains to `train.steps` (or `stop_after`), resuming from the newest readable checkpoint; with
+        `fallback=False` an unreadable newest checkpoint is an error instead of a fallback."""
         cfg = self.cfg
         say = not quiet and jax.process_index() == 0  # every process runs this loop; one speaks
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if jax.process_index() == 0:
-            runs.write_config(self.workdir, cfg)
         ckpt = checkpoint.Checkpointer(str(self.workdir / "checkpoints"), every=cfg.checkpoint.every,
                                        keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
         peak_total = peak.device_peak(cfg.metrics.peak_flops) * jax.device_count()  # probe outside the mesh
-        writer = MetricsWriter(str(self.workdir), tensorboard=cfg.metrics.tensorboard,
-                               echo=not quiet, flops_per_step=self.kind.flops_per_step(cfg),
-                               peak_flops=peak_total)
         with self.scope(), _StopSignal() as stop:
             data_iter = iter(self.dataset("train"))
-            latest = ckpt.latest_step()
+            # A config whose model no longer fits, or no readable checkpoint, stops here before anything is written.
+            try:
+                latest, state = self._resume(ckpt, data_iter, say=say, fallback=fallback)
+            except runs.LoadError:
+                ckpt.close()
+                raise
+            writer = MetricsWriter(str(self.workdir), tensorboard=cfg.metrics.tensorboard,
+                                   echo=not quiet, flops_per_step=self.kind.flops_per_step(cfg),
+                                   peak_flops=peak_total)
             if latest is not None:
-                same_layout = _data_state_exists(ckpt.directory, latest)
-                state = ckpt.restore(latest, self.abstract_with_shardings(), data_iter if same_layout else None)
-                if say:
-                    print(f"resumed from step {latest} in {ckpt.directory}", flush=True)
-                    if not same_layout:
-                        print(f"WARNING: the data iterator of step {latest} was saved by a different number of "
-                              f"processes than this run's {jax.process_count()}; each process's shard of the "
-                              "data differs now, so the data stream restarts from its beginning (the model and "
-                              "optimizer state resume exactly)", flush=True)
+                # Steps after the restored one were re-run from here on: their old rows go.
+                writer.drop_after(latest)
             else:
-                state = self.fresh_state()
+                try:
+                    state = self.fresh_state()
+                except runs.LoadError:   # an init_from checkpoint that does not fit: nothing trained, nothing kept
+                    writer.close()
+                    ckpt.close()
+                    raise
+            # Only a run that restored (or started) cleanly (re)writes its config: a failed resume must leave
+            # the config.json that describes the checkpoints' tensors.
+            if jax.process_index() == 0:
+                runs.write_config(self.workdir, cfg)
             step_fn = self.compiled_step()
             step = int(jax.device_get(state["step"]))
             if say and step == 0:
@@ -276,15 +331,28 @@ class Trainer:
         return RunResult(step=step, metrics=writer.records, preempted=preempted)
 
 
-def _data_state_exists(ckpt_dir, step: int) -> bool:
-    """Whether step's checkpoint holds a data-iterator state for THIS process layout (Grain names the file
-    process_I-of-N.json), i.e. whether the data stream can resume exactly."""
+def _data_layout(ckpt_dir, step: int) -> str:
+    """How step's data-iterator state fits this run: 'same' (this process's file is there),
+    'other_processes' (saved by another process count: the stream restarts, legitimately), or 'missing'
+    (saved by this process count but this process's file is gone, or no data-iterator item at all: a damaged
+    checkpoint). Grain names the files process_I-of-N.json."""
     path = epath.Path(ckpt_dir) / str(step) / "data_iter"
-    return (path / f"process_{jax.process_index()}-of-{jax.process_count()}.json").exists() or not path.exists()
+    if not path.exists():
+        return "missing"
+    if (path / f"process_{jax.process_index()}-of-{jax.process_count()}.json").exists():
+        return "same"
+    counts = {p.name.rsplit("-of-", 1)[-1].removesuffix(".json") for p in path.glob("process_*-of-*.json")}
+    return "other_processes" if counts and str(jax.process_count()) not in counts else "missing"
+
+
+def _reason(e: Exception) -> str:
+    """The first line of an error, short enough for one message line."""
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return f"{type(e).__name__}: {text[:300]}"
 
 
 def train(cfg: ConfigDict, workdir: str, *, stop_after: int | None = None, quiet: bool = False,
-          devices=None) -> RunResult:
-    return Trainer(cfg, workdir, devices=devices).run(stop_after=stop_after, quiet=quiet)
+          devices=None, fallback: bool = True) -> RunResult:
+    return Trainer(cfg, workdir, devices=devices).run(stop_after=stop_after, quiet=quiet, fallback=fallback)
 
 
