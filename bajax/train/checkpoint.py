@@ -68,8 +68,12 @@ class Checkpointer:
         self.manager.reload()
         return str(aside)
 
+    def due(self, step: int) -> bool:
+        """Whether `save` of this step writes a checkpoint (every N steps)."""
+        return self.every > 0 and step % self.every == 0
+
     def save(self, step: int, state, data_iter=None, *, force: bool = False) -> bool:
-        if not force and (self.every <= 0 or step % self.every):
+        if not force and not self.due(step):
             return False
         items = {"state": state_save(state)}
         if data_iter is not None:

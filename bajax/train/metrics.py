@@ -1,11 +1,15 @@
 """Metrics to the console, `WORKDIR/metrics.jsonl` and TensorBoard, from process 0 only.
 
-The trainer hands over the device arrays of step N while step N+1 is already dispatched, and this writer
-only converts them to Python numbers then, so the host never waits for the device (`write_late`).
+Timing: at a logged step the writer waits for that step's outputs (the clock), so `step_time` is the wall
+time of the train steps since the previous logged step divided by their number, minus what the trainer
+marks as not training (`excluded`: evaluation, checkpoint saves), which is logged as `eval_time` and
+`save_time` instead. Throughput and MFU follow from that time, so MFU cannot count a save or an
+evaluation as a fast step. The values are converted to Python numbers one logged step later.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -18,13 +22,9 @@ REWRITE_EVERY_S = 30.0     # object stores (gs://) cannot append: the file is re
 
 
 class MetricsWriter:
-    """Writes the metrics of logged step N when step N+log_every is logged (or at `flush`).
+    """Times logged step N when it is added and writes it when step N+log_every is logged (or at `flush`).
 
-    Fetching step N's values then waits for step N only, which finished long ago, so the host keeps
-    dispatching ahead of the device. The same wait is the clock: the time between two such syncs covers
-    exactly the steps in between, so `step_time`, throughput and MFU are device-true averages over the
-    logging interval (the first interval includes compilation and is not timed).
-    """
+    The first interval includes compilation and is not timed."""
 
     def __init__(self, workdir: str, *, tensorboard: bool = True, enabled: bool | None = None, echo: bool = True,
                  flops_per_step: float = 0.0, peak_flops: float = 0.0, unit: str = "tokens",
@@ -47,8 +47,9 @@ class MetricsWriter:
                 from tensorboardX import SummaryWriter
 
                 self._tb = SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
-        self._pending: tuple[int, dict, float] | None = None
+        self._pending: tuple[int, dict, dict] | None = None
         self._last_sync: tuple[int, float, float] | None = None  # (step, wall time, cumulative units)
+        self._excluded: dict[str, float] = {}                     # not-training seconds since the last sync
         self.records: list[dict] = []
 
     def drop_after(self, step: int) -> int:
@@ -65,9 +66,35 @@ class MetricsWriter:
             self._lines = keep
         return len(lines) - len(keep)
 
+    @contextlib.contextmanager
+    def excluded(self, name: str, wait_for=None):
+        """Times the block as `name` (e.g. 'save_time'), not as training: the train steps dispatched before
+        it are waited for first (`wait_for`: their outputs), so their time stays training time."""
+        if wait_for is not None:
+            jax.block_until_ready(wait_for)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._excluded[name] = self._excluded.get(name, 0.0) + time.perf_counter() - start
+
     def add(self, step: int, device_metrics: dict, cumulative_units: float) -> None:
-        """Queues step's metrics (device arrays) and writes the previously queued step's."""
-        previous, self._pending = self._pending, (step, device_metrics, cumulative_units)
+        """Waits for step's outputs, times the steps since the previous logged one, queues step's metrics
+        and writes the previously queued step's."""
+        jax.block_until_ready(device_metrics)
+        now = time.perf_counter()
+        timing = dict(self._excluded)
+        if self._last_sync is not None and step > self._last_sync[0]:
+            last_step, last_time, last_units = self._last_sync
+            seconds = max(now - last_time - sum(self._excluded.values()), 1e-9)
+            dt = seconds / (step - last_step)
+            timing["step_time"] = dt
+            timing[f"{self.unit}_per_sec"] = (cumulative_units - last_units) / seconds
+            if self.peak_flops > 0:
+                timing["mfu"] = self.flops_per_step / dt / self.peak_flops
+        self._last_sync = (step, now, cumulative_units)
+        self._excluded = {}
+        previous, self._pending = self._pending, (step, device_metrics, timing)
         if previous is not None:
             self._write(*previous)
 
@@ -80,17 +107,10 @@ class MetricsWriter:
         if self._tb is not None:
             self._tb.flush()
 
-    def _write(self, step: int, device_metrics: dict, units: float) -> None:
+    def _write(self, step: int, device_metrics: dict, timing: dict) -> None:
         values = {k: float(np.asarray(v)) for k, v in jax.device_get(device_metrics).items()}
-        now = time.perf_counter()  # step `step` has finished: device_get waited for it
-        if self._last_sync is not None and step > self._last_sync[0]:
-            last_step, last_time, last_units = self._last_sync
-            dt = (now - last_time) / (step - last_step)
-            values["step_time"] = dt
-            values[f"{self.unit}_per_sec"] = (units - last_units) / (now - last_time)
-            if self.peak_flops > 0:
-                values["mfu"] = self.flops_per_step / dt / self.peak_flops
-        self._last_sync = (step, now, units)
+        values.update(timing)
+        now = time.perf_counter()
         record = {"step": step, **values}
         self.records.append(record)
         if not self.enabled:

@@ -315,10 +315,13 @@ class Trainer:
                 evaluated = bool(cfg.train.eval_every) and (step % cfg.train.eval_every == 0 or step == end)
                 if evaluated:
                     eval_fn = eval_fn or self.compiled_eval()
-                    metrics = {**metrics, **self.evaluate(state, eval_fn)}
+                    with writer.excluded("eval_time", wait_for=state):
+                        metrics = {**metrics, **self.evaluate(state, eval_fn)}
                 if evaluated or step % max(cfg.metrics.log_every, 1) == 0 or step == end:
                     writer.add(step, metrics, units)
-                ckpt.save(step, state, data_iter)
+                if ckpt.due(step):
+                    with writer.excluded("save_time", wait_for=state):
+                        ckpt.save(step, state, data_iter)
                 if stop.should_stop(step):
                     preempted = True
                     break
