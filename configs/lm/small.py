@@ -1,6 +1,10 @@
-"""~100M-parameter audio LLM (Qwen2 shape at width 640) on the embedded corpus: the benchmark size.
+"""~100M-parameter audio LLM (Qwen2 shape at width 640): the benchmark size, with 1024-entry codebooks.
 
-  bajax train --config configs/lm/small.py --workdir runs/lm_small
+On data prepared with a 1024-entry tokenizer (`bajax prepare --tokenizer TOKENIZER_RUN`):
+  bajax train --config configs/lm/small.py --workdir runs/lm_small --config.data.source=PREPARED_DIR
+On the embedded corpus, whose bootstrap codes have 64 entries per codebook:
+  bajax train --config configs/lm/small.py --workdir runs/lm_small \
+    --config.model.codebook_sizes="(64, 64, 64, 64, 64, 64, 64, 64)"
 """
 
 from bajax.config import defaults
