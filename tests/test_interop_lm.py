@@ -48,12 +48,27 @@ def batch(cfg, b=2, t=12):
 
 
 def test_export_loads_strict_and_logits_match(lm_run):
+    cfg, model, _, out, summary = lm_run
+    assert len(summary["files"]) > 1 and (out / "model.safetensors.index.json").is_file()
+    assert_reference_logits(cfg, model, out)
+
+
+def test_audio_head_norms_keep_the_reference_eps_under_another_backbone_eps(tmp_path):
+    """The reference head's RMSNorms use eps 1e-6 whatever rms_norm_eps is (a Qwen2 import has 1e-5); with a
+    backbone eps large enough to matter, the exported head must still match the reference."""
+    cfg = lm_cfg(norm_eps=0.05)
+    model = perturb(AudioLLM(cfg.model, rngs=nnx.Rngs(0)))
+    run = write_model_run(tmp_path / "run", cfg, model)
+    export(run, str(tmp_path / "export"), log=None)
+    assert json.loads((tmp_path / "export" / "config.json").read_text())["rms_norm_eps"] == 0.05
+    assert_reference_logits(cfg, model, tmp_path / "export")
+
+
+def assert_reference_logits(cfg, model, out):
     import torch
 
     from tests.torch_ref.lm import OmniLM
 
-    cfg, model, _, out, summary = lm_run
-    assert len(summary["files"]) > 1 and (out / "model.safetensors.index.json").is_file()
     config = json.loads((out / "config.json").read_text())
     ref = OmniLM(config).eval()
     ref.load_state_dict(torch_state(out), strict=True)

@@ -104,8 +104,14 @@ class AudioHeadLayer(nnx.Module):
         return [sharding.constrain(r + f, _SLICE_ACT) for r, f in zip(rs, self.ffn(rs))]
 
 
+# The reference builds the head's three RMSNorms with its RMSNorm default eps (audio_modeling_omni.RMSNorm,
+# eps=1e-6) and never passes config.rms_norm_eps, so the head's eps is 1e-6 whatever the backbone's is.
+HEAD_NORM_EPS = 1e-6
+
+
 class AudioHead(nnx.Module):
-    def __init__(self, hidden: int, heads: int, layers: int, codebook_sizes: Sequence[int], *, eps: float,
+    def __init__(self, hidden: int, heads: int, layers: int, codebook_sizes: Sequence[int], *,
+                 eps: float = HEAD_NORM_EPS,
                  ffn_bias: bool = False, dtype=jnp.float32, scan_layers: bool = True,
                  remat_policy: str = "none", rngs: nnx.Rngs):
         if len(codebook_sizes) != DEPTH:

@@ -79,7 +79,7 @@ class AudioLLM(nnx.Module):
         self.lm_head = (None if cfg.tie_embeddings else
                         Linear(cfg.hidden, cfg.vocab_size, axes=("embed", "vocab"), dtype=dtype, rngs=rngs))
         self.audio_head = AudioHead(
-            cfg.hidden, cfg.audio_head_heads, cfg.audio_head_layers, self.codebook_sizes, eps=cfg.norm_eps,
+            cfg.hidden, cfg.audio_head_heads, cfg.audio_head_layers, self.codebook_sizes,   # eps: the reference's
             ffn_bias=bool(cfg.get("audio_head_ffn_bias", False)), dtype=dtype, scan_layers=cfg.scan_layers,
             remat_policy=cfg.remat, rngs=rngs)
 

@@ -78,6 +78,11 @@ class OmniModel(nn.Module):
         return self.norm(x)
 
 
+# modeling_omni.py builds CasualDepthTransformerLayer's layernorm1/2 and OmniAudioHead's headnorm as
+# `RMSNorm(hidden_size)`: audio_modeling_omni.RMSNorm's default eps=1e-6, never config.rms_norm_eps.
+HEAD_EPS = 1e-6
+
+
 class DepthLayer(nn.Module):
     """CasualDepthTransformerLayer."""
 
@@ -107,9 +112,9 @@ class AudioHead(nn.Module):
         a, h = c["audio_config"], c["hidden_size"]
         sizes = a["vq_config"]["codebook_sizes"]
         self.transformer_layers = nn.ModuleList([
-            DepthLayer(h, a["audio_head_attention_heads"], len(sizes), c["rms_norm_eps"])
+            DepthLayer(h, a["audio_head_attention_heads"], len(sizes), HEAD_EPS)
             for _ in range(a["audio_head_transformer_layers"])])
-        self.headnorm = RMSNorm(h, c["rms_norm_eps"])
+        self.headnorm = RMSNorm(h, HEAD_EPS)
         self.heads = nn.ModuleList([nn.Linear(h, n + 1) for n in sizes])
 
     def forward(self, x, codes, tables):
