@@ -147,3 +147,58 @@ def test_a_changed_process_count_is_not_taken_for_damage(six_steps, tmp_path, ca
     out = capsys.readouterr().out
     assert "resumed from step 6" in out and "different number of processes" in out and "unreadable" not in out
     assert [m["step"] for m in result.metrics] == [7]
+
+
+def test_kill_9_at_three_random_moments_resumes_to_the_same_losses(tmp_path):
+    """kill -9 twice at random moments and once while an asynchronous save is being written; each time the
+    same command is rerun; in the end every step's loss equals an uninterrupted run's, bitwise, once each."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_multihost import child_env
+
+    overrides = FAST + ["train.steps=12", "checkpoint.every=2", "checkpoint.async_save=true"]
+
+    def start(workdir):
+        cmd = [sys.executable, "-m", "bajax.cli", "train", "--config", TINY, "--workdir", str(workdir),
+               *[f"--config.{o}" for o in overrides]]
+        return subprocess.Popen(cmd, env=child_env(1), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+
+    reference = start(tmp_path / "full")
+    assert reference.wait(timeout=900) == 0, reference.stdout.read()[-3000:]
+    want = [r["loss"] for r in read_jsonl(tmp_path / "full" / "metrics.jsonl")]
+    assert len(want) == 12
+
+    run, rng = tmp_path / "run", random.Random(0)
+    kills = []
+    for moment in ("random", "during an async save", "random"):
+        proc = start(run)
+        seen = 0
+        for line in proc.stdout:            # wait until training is under way (a metrics line)
+            if line.startswith("step"):
+                seen += 1
+                if moment == "random" and seen >= 1:
+                    time.sleep(rng.uniform(0.0, 1.5))
+                    break
+                if moment != "random":
+                    break
+        if moment != "random":              # a step directory still being written: Orbax's tmp suffix
+            deadline = time.time() + 120
+            while time.time() < deadline and not any("tmp" in p.name for p in (run / "checkpoints").glob("*")):
+                time.sleep(0.005)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills.append(moment)
+        proc.wait(timeout=60)
+        proc.stdout.close()
+    assert "during an async save" in kills
+    final = start(run)
+    out = final.communicate(timeout=900)[0]
+    assert final.returncode == 0, out[-3000:]
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 13))
+    np.testing.assert_array_equal([r["loss"] for r in rows], want)

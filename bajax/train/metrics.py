@@ -53,13 +53,13 @@ class MetricsWriter:
         self.records: list[dict] = []
 
     def drop_after(self, step: int) -> int:
-        """On resume from `step`: the rows of later steps (logged before a crash, now re-run) are dropped, so
-        every step appears once. The file is rewritten whole (object stores cannot truncate); returns how
-        many rows went."""
+        """On resume from `step` (0: a start with no checkpoint): the rows of later steps (logged before a
+        crash, now re-run) are dropped, so every step appears once, and so is a line torn by a kill mid-write.
+        The file is rewritten whole (object stores cannot truncate); returns how many lines went."""
         if not self.enabled or not self.path.exists():
             return 0
         lines = self.path.read_text().splitlines(keepends=True)
-        keep = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+        keep = [line for line in lines if _step_of(line) is not None and _step_of(line) <= step]
         if len(keep) != len(lines):
             self.path.write_text("".join(keep))
         if not self.append:
@@ -138,6 +138,14 @@ class MetricsWriter:
         self.flush()
         if self._tb is not None:
             self._tb.close()
+
+
+def _step_of(line: str) -> int | None:
+    """The step of a metrics.jsonl line; None for a blank or torn (half-written) line."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 CONSOLE_KEYS = ("loss", "text_loss", "audio_loss", "mel_loss", "cfm_loss", "lr", "grad_norm", "step_time",

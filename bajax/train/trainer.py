@@ -280,10 +280,9 @@ class Trainer:
             writer = MetricsWriter(str(self.workdir), tensorboard=cfg.metrics.tensorboard,
                                    echo=not quiet, flops_per_step=self.kind.flops_per_step(cfg),
                                    peak_flops=peak_total)
-            if latest is not None:
-                # Steps after the restored one were re-run from here on: their old rows go.
-                writer.drop_after(latest)
-            else:
+            # Steps after the restored one (all, without a checkpoint) are run again from here: their old rows go.
+            writer.drop_after(latest or 0)
+            if latest is None:
                 try:
                     state = self.fresh_state()
                 except runs.LoadError:   # an init_from checkpoint that does not fit: nothing trained, nothing kept
