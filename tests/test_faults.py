@@ -202,3 +202,10 @@ def test_kill_9_at_three_random_moments_resumes_to_the_same_losses(tmp_path):
     rows = read_jsonl(run / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(1, 13))
     np.testing.assert_array_equal([r["loss"] for r in rows], want)
+
+
+def test_a_missing_data_source_is_one_line_and_exit_2(tmp_path, capsys):
+    missing = tmp_path / "prepared"
+    assert bajax_train(tmp_path / "run", "train.steps=1", f"data.source={missing}") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(missing) in err and "bajax prepare" in err, err

@@ -9,6 +9,7 @@ are resampled with soxr). Problems raise `AudioError` with a `reason` the data p
 from __future__ import annotations
 
 import io
+import re
 
 import fsspec
 import numpy as np
@@ -85,9 +86,12 @@ def read(path: str | epath.Path) -> tuple[np.ndarray, int]:
             sr = f.samplerate
             wave = f.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, EOFError) as e:
+        # libsndfile's message names the in-memory buffer (`<_io.BytesIO object at 0x...>`): use its bare
+        # error string, or put the file's path in the buffer's place.
+        detail = getattr(e, "error_string", None) or re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", p, str(e))
         raise AudioError(
             "corrupt",
-            f"cannot decode audio file {p} (corrupt or truncated): {e}; re-encode it as wav or flac",
+            f"cannot decode audio file {p} (corrupt or truncated): {detail}; re-encode it as wav or flac",
         ) from e
     # libsndfile returns what it could decode from a cut-off file; a short read means truncation.
     if declared > 0 and wave.shape[0] < declared:

@@ -43,11 +43,12 @@ def run(args, overrides) -> int:
         print(f"bajax train: {layout.describe()}; {jax.local_device_count()} local of {jax.device_count()} "
               "devices", flush=True)
     from bajax import runs
+    from bajax.data import sources
     from bajax.train.trainer import train
 
     try:
         result = train(cfg, args.workdir, stop_after=args.stop_after, fallback=not args.no_fallback)
-    except runs.LoadError as e:   # a run or init_from checkpoint that does not fit: one message, exit 2
+    except (runs.LoadError, sources.DataSourceError) as e:   # a run or data that does not fit: one line, exit 2
         print(f"bajax train: {e}", file=sys.stderr)
         return 2
     note = " (stopped early; run the same command again to resume)" if result.step < cfg.train.steps else ""

@@ -43,6 +43,10 @@ class ManifestError(ValueError):
         self.reason = reason
 
 
+class ManifestFileError(ValueError):
+    """The manifest file as a whole is unusable (missing, unreadable, not UTF-8 text)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Segment:
     audio: int
@@ -158,8 +162,21 @@ def read(path: str, *, base_dir: str | None = None) -> tuple[list[Entry], list[t
 
     if base_dir is None:
         base_dir = posixpath.dirname(str(path))
+    try:
+        data = read_bytes(path)
+    except FileNotFoundError as e:
+        raise ManifestFileError(f"manifest {path} not found; pass the path of an existing JSONL manifest") from e
+    except OSError as e:
+        raise ManifestFileError(f"cannot read manifest {path} ({e.strerror or e}); pass a readable JSONL file") from e
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ManifestFileError(
+            f"manifest {path} is not UTF-8 text (byte {e.start} is invalid); it must be a JSONL file, one "
+            "JSON object per line, saved as UTF-8"
+        ) from e
     entries, rejects, seen = [], [], set()
-    for lineno, line in enumerate(read_bytes(path).decode("utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:

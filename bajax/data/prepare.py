@@ -35,6 +35,11 @@ FORMAT_VERSION = 1
 MIN_SEGMENT_SAMPLES = 1280  # one 12.5 Hz code frame at 16 kHz
 
 
+class PrepareInputError(ValueError):
+    """A usage or input error (missing manifest, --out a file, bad --tokenizer): `bajax prepare` prints the
+    one-line message and exits 2."""
+
+
 def _process_entry(entry: manifest_lib.Entry, max_seconds: float, emit: tuple[bool, ...]):
     """Loads one sample's segments -> dict, or raises AudioError/ManifestError with a reason."""
     from bajax.audio import io as audio_io
@@ -50,6 +55,16 @@ def _process_entry(entry: manifest_lib.Entry, max_seconds: float, emit: tuple[bo
                 e.reason, f"sample {entry.id!r} (manifest line {entry.line}): {e}"
             ) from e
         waves[idx] = (resample(wave, sr, 16000), resample(wave, sr, 24000))
+    for i, s in enumerate(entry.segments):
+        dur = len(waves[s.audio][0]) / 16000
+        end = dur if s.end is None else s.end
+        if end > dur + 0.05:
+            raise manifest_lib.ManifestError(
+                "bad_span",
+                f"sample {entry.id!r} (line {entry.line}) segment {i} ends "
+                f"at {end:.2f} s but {entry.audio[s.audio]} lasts {dur:.2f} s",
+            )
+    # After the span check: a span past the end of its file is `bad_span`, not `too_long`.
     total = sum(
         ((s.end if s.end is not None else len(waves[s.audio][0]) / 16000) - s.start) for s in entry.segments
     )
@@ -63,14 +78,7 @@ def _process_entry(entry: manifest_lib.Entry, max_seconds: float, emit: tuple[bo
     segs = []
     for i, s in enumerate(entry.segments):
         w16, w24 = waves[s.audio]
-        dur = len(w16) / 16000
-        end = dur if s.end is None else s.end
-        if end > dur + 0.05:
-            raise manifest_lib.ManifestError(
-                "bad_span",
-                f"sample {entry.id!r} (line {entry.line}) segment {i} ends "
-                f"at {end:.2f} s but {entry.audio[s.audio]} lasts {dur:.2f} s",
-            )
+        end = len(w16) / 16000 if s.end is None else s.end
         a16, b16 = round(s.start * 16000), min(round(end * 16000), len(w16))
         a24, b24 = round(s.start * 24000), min(round(end * 24000), len(w24))
         seg16, seg24 = w16[a16:b16], w24[a24:b24]
@@ -132,12 +140,38 @@ def _write(path: epath.Path, recs: list[bytes]) -> None:
     os.replace(tmp, str(path))
 
 
+class EncodeError(ValueError):
+    """One audio span the encoder could not turn into codes; its sample is rejected as `encode_failed`."""
+
+    reason = "encode_failed"
+
+
 def _encode(encode_fn, wave16: np.ndarray, sizes, where: str) -> np.ndarray:
-    codes = np.asarray(encode_fn(wave16.astype(np.float32) / 32767.0))
-    if codes.ndim != 2 or codes.shape[1] != 8:
-        raise ValueError(f"encode_fn returned shape {codes.shape} for {where}; expected [frames, 8]")
+    """Codes [frames, 8] of one span. A span longer than the encoder's window (`encode_fn.max_samples`,
+    set by `load_encoder` from the tokenizer's `max_source_positions`) is split into non-overlapping
+    chunks of whole windows, each a multiple of 1280 samples (one 80 ms code frame), and their codes are
+    concatenated: frame k of the result still covers samples [1280 k, 1280 (k + 1)), so a long span gets
+    exactly the 12.5 Hz codes an unbounded encoder would count (only the encoder's attention context stops
+    at chunk edges). Splitting keeps the usable long samples that --max-audio-seconds (default 120 s)
+    admits, instead of rejecting everything over the 30 s Whisper window."""
+    wave = wave16.astype(np.float32) / 32767.0
+    window = getattr(encode_fn, "max_samples", None)
+    if window is not None and window < MIN_SEGMENT_SAMPLES:
+        raise EncodeError(f"the encoder's window ({window} samples) is shorter than one code frame; {where}")
+    step = window or max(1, len(wave))  # the whole span at once unless the encoder has a window
+    parts = []
+    for a in range(0, len(wave), step):
+        chunk = wave[a : a + step]
+        try:
+            codes = np.asarray(encode_fn(chunk))
+        except (ValueError, RuntimeError, FloatingPointError) as e:
+            raise EncodeError(f"cannot encode {where} ({len(wave) / 16000:.1f} s): {e}") from e
+        if codes.ndim != 2 or codes.shape[1] != 8:
+            raise EncodeError(f"encode_fn returned shape {codes.shape} for {where}; expected [frames, 8]")
+        parts.append(codes)
+    codes = np.concatenate(parts, axis=0)
     if sizes is not None and (codes.min() < 0 or np.any(codes.max(0) >= np.asarray(sizes))):
-        raise ValueError(f"encode_fn returned codes outside the codebook sizes {sizes} for {where}")
+        raise EncodeError(f"encode_fn returned codes outside the codebook sizes {sizes} for {where}")
     return codes.astype(np.int16 if max(sizes or (1 << 15,)) <= 32767 else np.int32)
 
 
@@ -145,13 +179,23 @@ def _finish_shard(base: epath.Path, good, bad, encode_fn, sizes, codes_name, key
     """Encodes (each distinct audio segment once, via `cache`) and writes one shard's files + marker."""
     lm_recs, audio_recs = [], []
     counts = {"samples": 0, "segments": 0, "seconds": 0.0, "audio_records": 0}
+    bad = list(bad)
     for entry, segs in good:
         codes = []
-        for i, s in enumerate(segs):
-            k = segment_key(entry, entry.segments[i])
-            if encode_fn and k not in cache:
-                cache[k] = _encode(encode_fn, s["wave16"], sizes, f"sample {entry.id!r} segment {i}")
-            codes.append(cache.get(k))
+        try:
+            for i, s in enumerate(segs):
+                k = segment_key(entry, entry.segments[i])
+                if encode_fn and k not in cache:
+                    try:
+                        cache[k] = _encode(encode_fn, s["wave16"], sizes, f"sample {entry.id!r} segment {i}")
+                    except EncodeError as e:
+                        cache[k] = e  # a span shared by later samples fails once
+                if isinstance(cache.get(k), EncodeError):
+                    raise cache[k]
+                codes.append(cache.get(k))
+        except EncodeError as e:  # one bad sample is counted and skipped; the run goes on
+            bad.append((e.reason, f"{e} (manifest line {entry.line})"))
+            continue
         texts = [s.text for s in entry.segments]
         meta = {
             "id": entry.id,
@@ -214,12 +258,20 @@ def prepare(
     its `name` and `codebook_sizes` attributes are used when `codes_name` / `codebook_sizes` are not given.
     """
     out_dir = epath.Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PrepareInputError(f"--out {out} is an existing file, not a directory; pass a directory path")
+    try:
+        entries, manifest_rejects = manifest_lib.read(manifest)
+    except manifest_lib.ManifestFileError as e:
+        raise PrepareInputError(f"--manifest: {e}") from e
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise PrepareInputError(f"--out {out}: cannot create the directory ({e}); pass a writable path") from e
     codes_name = codes_name or (getattr(encode_fn, "name", type(encode_fn).__name__) if encode_fn else None)
     sizes = codebook_sizes or getattr(encode_fn, "codebook_sizes", None)
     sizes = tuple(int(s) for s in sizes) if sizes is not None else None
     encoder_id = f"{codes_name}:{sizes}"
-    entries, manifest_rejects = manifest_lib.read(manifest)
     groups = collections.defaultdict(list)
     for e in entries:
         groups[(e.split, e.task)].append(e)
@@ -341,13 +393,23 @@ def load_encoder(path: str):
         from bajax.audio.io import read_bytes
         from bajax.data.bootstrap_codes import BootstrapQuantiser
 
-        return BootstrapQuantiser.from_bytes(read_bytes(path))
+        try:
+            return BootstrapQuantiser.from_bytes(read_bytes(path))
+        except (OSError, ValueError) as e:
+            raise PrepareInputError(f"--tokenizer {path}: cannot load the bootstrap quantiser ({e})") from e
+    from bajax import runs
     from bajax.models.tokenizer import load_encode_fn
+    from bajax.tokenizer.encode import BUCKET
 
     try:
-        return load_encode_fn(path)
+        fn = load_encode_fn(path)
+        m = runs.read_config(runs.resolve(path, "tokenizer"), "tokenizer", flag="tokenizer").model
     except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"--tokenizer {path}: {e}") from e
+        raise PrepareInputError(f"--tokenizer {path}: {e}") from e
+    # The Whisper encoder sees at most `max_source_positions` frames (2 mel hops each: 30 s at full size) of
+    # the wave padded to a multiple of BUCKET: `_encode` splits longer spans into windows of this many samples.
+    fn.max_samples = int(m.max_source_positions) * 2 * int(m.mel_hop) // BUCKET * BUCKET
+    return fn
 
 
 def add_prepare_args(parser) -> None:
@@ -369,19 +431,37 @@ def add_prepare_args(parser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def run_prepare(args) -> dict:
-    encode_fn = load_encoder(args.tokenizer) if args.tokenizer else None
-    summary = prepare(
-        args.manifest,
-        args.out,
-        encode_fn=encode_fn,
-        workers=args.workers,
-        samples_per_shard=args.samples_per_shard,
-        max_audio_seconds=args.max_audio_seconds,
-        progress=not args.no_progress,
-    )
+def kept_samples(summary: dict) -> int:
+    return sum(t["samples"] for t in summary["tasks"].values())
+
+
+def run_prepare(args) -> int:
+    """`bajax prepare`; returns the exit code: 0 ok, 1 nothing usable written (every sample rejected or an
+    empty manifest), 2 usage/input error (message on stderr, nothing written)."""
+    try:
+        encode_fn = load_encoder(args.tokenizer) if args.tokenizer else None
+        summary = prepare(
+            args.manifest,
+            args.out,
+            encode_fn=encode_fn,
+            workers=args.workers,
+            samples_per_shard=args.samples_per_shard,
+            max_audio_seconds=args.max_audio_seconds,
+            progress=not args.no_progress,
+        )
+    except PrepareInputError as e:
+        print(f"bajax prepare: {e}", file=sys.stderr)
+        return 2
     print(format_summary(summary))
-    return summary
+    if not kept_samples(summary):
+        n = sum(summary["rejected"].values())
+        print(
+            f"bajax prepare: no usable sample was written to {args.out} ({n} rejected); fix the inputs "
+            "named above and run it again",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
@@ -389,4 +469,4 @@ if __name__ == "__main__":
 
     _parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_prepare_args(_parser)
-    run_prepare(_parser.parse_args())
+    sys.exit(run_prepare(_parser.parse_args()))

@@ -16,6 +16,10 @@ CORPUS_MANIFEST = "manifest.jsonl"
 CORPUS_QUANTISER = "bootstrap_quantiser.npz"
 
 
+class DataSourceError(FileNotFoundError):
+    """`data.source` names no prepared directory; the one-line message names the path and the fix."""
+
+
 def corpus_dir() -> epath.Path:
     """The embedded corpus inside the installed package."""
     return epath.Path(str(resources.files("bajax.data") / "corpus"))
@@ -68,8 +72,13 @@ def resolve(data_cfg) -> epath.Path:
     if data_cfg.source == "embedded":
         return prepare_embedded(data_cfg.cache_dir)
     root = epath.Path(data_cfg.source)
+    if not root.exists():
+        raise DataSourceError(
+            f"data.source={data_cfg.source!r}: no such directory; prepare it with `bajax prepare --manifest "
+            f"M.jsonl --out {data_cfg.source}`, fix the path, or use --config.data.source=embedded"
+        )
     if not (root / "prepared.json").exists():
-        raise FileNotFoundError(
+        raise DataSourceError(
             f"data.source={data_cfg.source!r} has no prepared.json; run "
             f"`bajax prepare --manifest M.jsonl --out {data_cfg.source}` first"
         )
