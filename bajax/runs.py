@@ -299,13 +299,19 @@ def load(path, kind: str | None = None, *, mesh: jax.sharding.Mesh | None = None
     mesh = mesh if mesh is not None else inference_mesh(cfg)
     chosen = pick_step(run, step, flag=flag)
     graphdef, target = abstract_model(cfg, mesh)
-    check_shapes(run, chosen, target, cfg, flag=flag)
+    return Loaded(nnx.merge(graphdef, restore_model(run, chosen, target, cfg, flag=flag)), cfg, chosen, run)
+
+
+def restore_model(run: Run, step: int, target_model, cfg: ConfigDict, *, flag: str = "checkpoint"):
+    """Step's `model` item onto the shardings of `target_model` (an abstract model state of `cfg`): shapes
+    checked first from the metadata (`ShapeMismatch` names every parameter), any other failure a
+    `LoadError` naming the run and step. What `load` and the trainer's `train.init_from` restore with."""
+    check_shapes(run, step, target_model, cfg, flag=flag)
     try:
-        state = restore(run.checkpoints, chosen, {"model": target})["model"]
+        return restore(run.checkpoints, step, {"model": target_model})["model"]
     except (FileNotFoundError, ValueError, KeyError) as e:
-        raise LoadError(f"--{flag} {path}: cannot restore the model of step {chosen} from {run.checkpoints}: "
-                        f"{e}") from e
-    return Loaded(nnx.merge(graphdef, state), cfg, chosen, run)
+        raise LoadError(f"--{flag} {run.workdir}: cannot restore the model of step {step} from "
+                        f"{run.checkpoints}: {e}") from e
 
 
 @functools.cache

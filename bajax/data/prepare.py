@@ -148,7 +148,7 @@ class EncodeError(ValueError):
 
 def _encode(encode_fn, wave16: np.ndarray, sizes, where: str) -> np.ndarray:
     """Codes [frames, 8] of one span. A span longer than the encoder's window (`encode_fn.max_samples`,
-    set by `load_encoder` from the tokenizer's `max_source_positions`) is split into non-overlapping
+    from the tokenizer's `max_source_positions`, see bajax/tokenizer/encode.py) is split into non-overlapping
     chunks of whole windows, each a multiple of 1280 samples (one 80 ms code frame), and their codes are
     concatenated: frame k of the result still covers samples [1280 k, 1280 (k + 1)), so a long span gets
     exactly the 12.5 Hz codes an unbounded encoder would count (only the encoder's attention context stops
@@ -397,19 +397,12 @@ def load_encoder(path: str):
             return BootstrapQuantiser.from_bytes(read_bytes(path))
         except (OSError, ValueError) as e:
             raise PrepareInputError(f"--tokenizer {path}: cannot load the bootstrap quantiser ({e})") from e
-    from bajax import runs
     from bajax.models.tokenizer import load_encode_fn
-    from bajax.tokenizer.encode import BUCKET
 
     try:
-        fn = load_encode_fn(path)
-        m = runs.read_config(runs.resolve(path, "tokenizer"), "tokenizer", flag="tokenizer").model
+        return load_encode_fn(path)   # its `max_samples` is the encoder window `_encode` splits long spans at
     except (FileNotFoundError, ValueError) as e:
         raise PrepareInputError(f"--tokenizer {path}: {e}") from e
-    # The Whisper encoder sees at most `max_source_positions` frames (2 mel hops each: 30 s at full size) of
-    # the wave padded to a multiple of BUCKET: `_encode` splits longer spans into windows of this many samples.
-    fn.max_samples = int(m.max_source_positions) * 2 * int(m.mel_hop) // BUCKET * BUCKET
-    return fn
 
 
 def add_prepare_args(parser) -> None:

@@ -40,6 +40,10 @@ def encode_fn(tok: Tokenizer, *, name: str):
     # them against the model config, and a changed tokenizer invalidates finished shards.
     fn.codebook_sizes = tuple(int(c) for c in tok.bridge.rvq.codebook_sizes)
     fn.name = name
+    # The longest wave one call encodes: the encoder sees at most its `max_source_positions` frames (2 mel
+    # hops each: 30 s at full size) of the wave padded to a multiple of BUCKET. Callers split longer waves.
+    positions = tok.encoder.positional_embedding[...].shape[0]
+    fn.max_samples = positions * 2 * int(tok.mel_hop) // BUCKET * BUCKET
     return fn
 
 

@@ -59,7 +59,7 @@ class MetricsWriter:
         if not self.enabled or not self.path.exists():
             return 0
         lines = self.path.read_text().splitlines(keepends=True)
-        keep = [line for line in lines if _step_of(line) is not None and _step_of(line) <= step]
+        keep = [line for line, at in zip(lines, map(_step_of, lines)) if at is not None and at <= step]
         if len(keep) != len(lines):
             self.path.write_text("".join(keep))
         if not self.append:

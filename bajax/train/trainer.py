@@ -121,10 +121,8 @@ class Trainer:
         if self.cfg.train.init_from:
             flag = "config.train.init_from"
             run = runs.resolve(self.cfg.train.init_from, flag)
-            step = runs.pick_step(run, flag=flag)
-            target = {"model": self.abstract_with_shardings()["model"]}
-            runs.check_shapes(run, step, target["model"], self.cfg, flag=flag)
-            state["model"] = runs.restore(run.checkpoints, step, target)["model"]
+            state["model"] = runs.restore_model(run, runs.pick_step(run, flag=flag),
+                                                self.abstract_with_shardings()["model"], self.cfg, flag=flag)
         return state
 
     def num_trainable(self) -> tuple[int, int]:
@@ -220,6 +218,7 @@ class Trainer:
         `fallback=False`, or when no step is readable, that is an error instead: a run never restarts from
         scratch over existing checkpoints. A model that no longer fits the checkpoint is always an error."""
         run = runs.Run(runs.as_path(self.workdir))
+        target = self.abstract_with_shardings()
         steps = ckpt.all_steps()
         unreadable: list[tuple[int, str]] = []
         for step in reversed(steps):
@@ -227,12 +226,11 @@ class Trainer:
                 break
             layout = _data_layout(ckpt.directory, step)
             try:
-                runs.check_shapes(run, step, self.abstract_with_shardings()["model"], self.cfg, flag="workdir")
+                runs.check_shapes(run, step, target["model"], self.cfg, flag="workdir")
                 if layout == "missing":
                     raise FileNotFoundError(f"its data-iterator state for process {jax.process_index()} of "
                                             f"{jax.process_count()} is missing")
-                state = ckpt.restore(step, self.abstract_with_shardings(),
-                                     data_iter if layout == "same" else None)
+                state = ckpt.restore(step, target, data_iter if layout == "same" else None)
             except runs.ShapeMismatch:
                 raise
             except Exception as e:  # any failure to read a step: a damaged step
