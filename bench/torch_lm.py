@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bajax.lm import special_tokens
+from bajax.lm.config import audio_head_heads
 
 DEPTH = 8
 
@@ -105,7 +106,7 @@ class TorchAudioLLM(nn.Module):
         self.layers = nn.ModuleList([DecoderLayer(m) for _ in range(m.layers)])
         self.norm = RMSNorm(m.hidden, m.norm_eps)
         self.lm_head = nn.Linear(m.hidden, m.vocab_size, bias=False)
-        self.audio_head = AudioHead(m.hidden, m.audio_head_heads, m.audio_head_layers, m.codebook_sizes,
+        self.audio_head = AudioHead(m.hidden, audio_head_heads(m), m.audio_head_layers, m.codebook_sizes,
                                     m.norm_eps)
         for mod in self.modules():
             if isinstance(mod, nn.Embedding):

@@ -29,12 +29,12 @@ def test_resume_with_a_changed_width_is_refused_by_name_and_config_json_is_kept(
     assert bajax_train(tmp_path, "train.steps=1") == 0
     before = (tmp_path / "config.json").read_bytes()
     capsys.readouterr()
-    assert bajax_train(tmp_path, "train.steps=2", "model.hidden=96") == 2
+    assert bajax_train(tmp_path, "train.steps=2", "model.hidden=256") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err                        # one message, no traceback
     assert "step 1 does not fit this config's model" in err
-    assert "embed_tokens/embedding: checkpoint (" in err and ", 64), this config (" in err and ", 96)" in err
-    assert "model.hidden: 64 -> 96" in err
+    assert "embed_tokens/embedding: checkpoint (" in err and ", 128), this config (" in err and ", 256)" in err
+    assert "model.hidden: 128 -> 256" in err
     assert (tmp_path / "config.json").read_bytes() == before   # still describes the checkpoint's tensors
     assert runs.steps(runs.Run(runs.as_path(tmp_path))) == [1]
 
@@ -46,7 +46,7 @@ def test_init_from_a_run_of_another_shape_names_the_parameters(tmp_path, capsys)
                        f"train.init_from={tmp_path / 'a' / 'checkpoints'}") == 2
     err = capsys.readouterr().err
     assert "--config.train.init_from" in err and "gate_proj/kernel: checkpoint (" in err
-    assert "model.mlp: 176 -> 96" in err
+    assert "model.mlp: 352 -> 96" in err
     assert not (tmp_path / "b" / "config.json").exists()
 
 

@@ -23,8 +23,9 @@ CODEBOOKS = (16, 12, 8, 8, 8, 8, 8, 8)
 
 def lm_cfg(**kw):
     cfg = defaults("lm")
-    cfg.model.update({**dict(hidden=32, layers=2, heads=4, kv_heads=2, head_dim=8, mlp=64, codebook_sizes=CODEBOOKS,
-                             audio_head_layers=2, audio_head_heads=2), **kw})
+    # hidden 128: the smallest width the reference audio head accepts (hidden / 128 heads)
+    cfg.model.update({**dict(hidden=128, layers=2, heads=4, kv_heads=2, head_dim=32, mlp=64, codebook_sizes=CODEBOOKS,
+                             audio_head_layers=2, audio_head_heads=0), **kw})
     return cfg
 
 
@@ -128,8 +129,8 @@ def test_import_reports_name_and_shapes_on_mismatch(lm_run, tmp_path):
     cfg_file = tmp_path / "c.py"
     cfg_file.write_text("from bajax.runs import config_from_dict\nimport json\n"
                         f"def get_config(arg=''):\n    return config_from_dict(json.loads({cfg.to_json()!r}))\n")
-    with pytest.raises(ValueError, match=r"model.layers.0.mlp.gate_proj.weight: checkpoint shape \(64, 32\) "
-                                         r"!= bajax shape \(48, 32\)"):
+    with pytest.raises(ValueError, match=r"model.layers.0.mlp.gate_proj.weight: checkpoint shape \(64, 128\) "
+                                         r"!= bajax shape \(48, 128\)"):
         import_torch(str(out), str(tmp_path / "bad"), config=str(cfg_file), log=None)
 
 

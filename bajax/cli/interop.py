@@ -1,6 +1,6 @@
 """`bajax export`, `bajax import-hf`, `bajax import-torch` (bajax.cli lists this module once per command).
 
-  bajax export --checkpoint runs/lm --out exported/lm [--step N] [--max-shard-gb 5]
+  bajax export --checkpoint runs/lm --out exported/lm [--step N] [--max-shard-gb 5] [--allow-nonreference]
   bajax import-hf --kind qwen2 --src Qwen2.5-7B/ --out runs/qwen_init [--config configs/lm/7b.py]
   bajax import-hf --kind whisper --src whisper-large-v3/ --out runs/tok_init [--config configs/tokenizer/...]
   bajax import-torch --src exported/lm --out runs/lm_back          (= import-hf --kind baichuan)
@@ -18,7 +18,8 @@ def run_export(args, overrides) -> int:
     from bajax.interop.export import export
 
     try:
-        export(args.checkpoint, args.out, step=args.step, max_shard_bytes=int(args.max_shard_gb * 1024**3))
+        export(args.checkpoint, args.out, step=args.step, max_shard_bytes=int(args.max_shard_gb * 1024**3),
+               allow_nonreference=args.allow_nonreference)
     except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"bajax export: {e}", file=sys.stderr)
         return 2
@@ -73,6 +74,8 @@ def register(subparsers) -> None:
         p.add_argument("--out", required=True, help="output directory")
         p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
         p.add_argument("--max-shard-gb", type=float, default=5.0, help="shard size limit (GiB) before splitting")
+        p.add_argument("--allow-nonreference", action="store_true",
+                       help="export a model whose config departs from the reference code's fixed choices")
         p.set_defaults(func=run_export)
     if "import-hf" not in subparsers.choices:
         p = subparsers.add_parser("import-hf", help="Hugging Face Qwen2 / Whisper (or Baichuan layout) -> run dir")

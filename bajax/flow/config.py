@@ -22,12 +22,14 @@ def default_model_config() -> ConfigDict:
     m.tokenizer_checkpoint = ""       # tokenizer run directory (required by cond_source='tokenizer')
 
     # Pre-Net: nearest resample -> MLP cond_dim->in_hidden->hidden (SiLU) -> causal RMSNorm transformer.
-    m.prenet_in_hidden = 128          # 2048
+    # Several widths below are fixed by the reference code (models/flow.py `nonreference`): export refuses
+    # other values unless --allow-nonreference.
+    m.prenet_in_hidden = 256          # 2048 (the reference: always 4 x prenet_hidden)
     m.prenet_hidden = 64              # 512
     m.prenet_layers = 2               # 12
     m.prenet_heads = 4                # 8 (head_dim = hidden / heads)
     m.prenet_ffn = 256                # 2048
-    m.prenet_norm_eps = 1e-6
+    m.prenet_norm_eps = 1e-6          # the reference: always 1e-6
 
     # Estimator: CosyVoice-2 causal U-Net (one down block, mid blocks, one up block with the skip).
     m.channels = 64                   # 256
@@ -37,10 +39,10 @@ def default_model_config() -> ConfigDict:
     m.transformer_blocks = 1          # 4 per ResNet block
     m.heads = 2                       # 8
     m.head_dim = 32                   # 64
-    m.ffn = 256                       # 1024
-    m.conv_kernel = 3
-    m.norm_eps = 1e-5                 # LayerNorm eps of the estimator
-    m.chunk = 100                     # block-causal attention chunk (frames; 2 s at 50 Hz)
+    m.ffn = 256                       # 1024 (the reference: always 4 x channels)
+    m.conv_kernel = 3                 # the reference: always 3
+    m.norm_eps = 1e-5                 # LayerNorm eps of the estimator (the reference: always 1e-5)
+    m.chunk = 100                     # block-causal attention chunk (frames; 2 s at 50 Hz; the reference: 100)
 
     # OT-CFM training.
     m.sigma_min = 1e-6

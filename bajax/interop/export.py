@@ -29,12 +29,27 @@ def layout_of(kind: str) -> models.ReferenceLayout:
     return spec.layout
 
 
-def export(run_dir: str, out_dir: str, *, step: int | None = None,
-           max_shard_bytes: int = DEFAULT_SHARD_BYTES, log=print) -> dict:
-    """Writes OUT/model.safetensors (or shards + index) and OUT/config.json; returns a summary dict."""
+class NonReference(ValueError):
+    """The run's config departs from a choice the reference code hard-codes: its export would not load, or
+    would load and compute something else."""
+
+
+def export(run_dir: str, out_dir: str, *, step: int | None = None, max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+           allow_nonreference: bool = False, log=print) -> dict:
+    """Writes OUT/model.safetensors (or shards + index) and OUT/config.json; returns a summary dict.
+
+    A config the reference code cannot represent (`ReferenceLayout.nonreference`) is refused, naming each
+    key and the value the reference needs, unless `allow_nonreference` (then config.json lists them under
+    "nonreference", for PyTorch code of your own)."""
     t0 = time.time()
     run = runs.resolve(run_dir, "run")
     cfg = runs.read_config(run, flag="run")
+    departures = layout_of(cfg.kind).nonreference(cfg)
+    if departures and not allow_nonreference:
+        raise NonReference(f"{run_dir}: the reference code cannot represent this {cfg.kind} model:\n  "
+                           + "\n  ".join(departures)
+                           + "\nTrain with the reference's values, or pass --allow-nonreference to export anyway "
+                             "(the reference code will not load it as is)")
     step = runs.pick_step(run, step, flag="run")
     sdir = str(runs.state_dir(run, step, flag="run"))
     meta = runs.leaf_shapes(sdir)
@@ -61,10 +76,14 @@ def export(run_dir: str, out_dir: str, *, step: int | None = None,
         del arrays, t
     files = writer.close()
     config = {"format": "baichuan-audio", "component": cfg.kind, "step": step, **layout.reference_config(cfg),
+              **({"nonreference": departures} if departures else {}),
               "bajax": json.loads(cfg.to_json_best_effort())}
     (Path(out_dir) / "config.json").write_text(json.dumps(config, indent=2))
     summary = {"component": cfg.kind, "step": step, "tensors": len(plan), "files": files,
                "bytes": writer.total_bytes, "largest_tensor_bytes": largest, "seconds": round(time.time() - t0, 2)}
+    if log and departures:
+        log("warning: exported with --allow-nonreference; the reference code will not build this model:\n  "
+            + "\n  ".join(departures))
     if log:
         log(f"exported {cfg.kind} step {step}: {len(plan)} tensors, {writer.total_bytes / 1e6:.1f} MB in "
             f"{len(files)} file(s) -> {out_dir}")

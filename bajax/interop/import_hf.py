@@ -61,7 +61,9 @@ def qwen2_config(hf: dict, cfg, pad_vocab: int = 128):
     m.tie_embeddings = bool(hf.get("tie_word_embeddings", False))
     m.vocab = "qwen" if padded > max(QWEN_IDS.values()) else "bytes"
     m.vocab_size = padded
-    m.audio_head_heads = h // 128 if h % 128 == 0 else heads      # the reference: hidden / 128
+    # 0 = hidden / 128 heads, as the reference; a width it cannot build falls back to the backbone's heads
+    # (`bajax export` then refuses the run by name)
+    m.audio_head_heads = 0 if h % 128 == 0 else heads
     return cfg, padded - vocab
 
 

@@ -27,6 +27,7 @@ from bajax.layers.norms import RMSNorm
 from bajax.layers.stack import Stack
 from bajax.lm import special_tokens
 from bajax.lm.audio_head import DEPTH, AudioHead
+from bajax.lm.config import audio_head_heads
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _ACT = ("batch", "length", "embed")
@@ -79,7 +80,7 @@ class AudioLLM(nnx.Module):
         self.lm_head = (None if cfg.tie_embeddings else
                         Linear(cfg.hidden, cfg.vocab_size, axes=("embed", "vocab"), dtype=dtype, rngs=rngs))
         self.audio_head = AudioHead(
-            cfg.hidden, cfg.audio_head_heads, cfg.audio_head_layers, self.codebook_sizes,   # eps: the reference's
+            cfg.hidden, audio_head_heads(cfg), cfg.audio_head_layers, self.codebook_sizes,   # eps: the reference's
             ffn_bias=bool(cfg.get("audio_head_ffn_bias", False)), dtype=dtype, scan_layers=cfg.scan_layers,
             remat_policy=cfg.remat, rngs=rngs)
 

@@ -102,6 +102,18 @@ def reference_config(cfg) -> dict:
         "cfm_params": {"sigma_min": m.sigma_min, "inference_cfg_rate": m.guidance}}}
 
 
+def nonreference(cfg) -> list[str]:
+    """Choices the reference flow code hard-codes instead of reading from `flow_matching_config`:
+    FlowmatchingPrenet's in_mlp is Linear(in, 4 d) -> Linear(4 d, d) and its RMSNorms take the default eps
+    1e-6 (audio_modeling_omni.py); ConditionalDecoder's time MLP is 4 x channels wide, the transformer FFN
+    4 x channels (matcha FeedForward mult=4), LayerNorms eps 1e-5, convolutions 3 wide, the time embedding
+    scaled by 1000 and the attention chunk static_chunk_size = 2 * 25 * 2 = 100 frames (flow_matching.py)."""
+    m = cfg.model
+    need = {"prenet_in_hidden": 4 * m.prenet_hidden, "prenet_norm_eps": 1e-6, "time_hidden": 4 * m.channels,
+            "ffn": 4 * m.channels, "norm_eps": 1e-5, "conv_kernel": 3, "time_scale": 1000.0, "chunk": 100}
+    return [f"model.{k}={m[k]}: the reference always uses {v}" for k, v in need.items() if m[k] != v]
+
+
 REFERENCE_PREFIX = "audio_tokenizer.audio_flow_matching_decoder."
 
 
@@ -120,6 +132,7 @@ KIND = register(ModelKind(
     make_dataset=dataset_of("FlowView"),
     flops_per_step=flops_per_step,
     work_units=work_units,
-    layout=ReferenceLayout(entries=baichuan_flow, reference_config=reference_config, owns=owns),
+    layout=ReferenceLayout(entries=baichuan_flow, reference_config=reference_config, owns=owns,
+                           nonreference=nonreference),
     load_frozen=load_frozen,
 ))

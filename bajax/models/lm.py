@@ -7,7 +7,7 @@ import numpy as np
 from bajax.interop.layout_lm import baichuan_lm
 from bajax.lm import batch as lm_batch
 from bajax.lm import flops as lm_flops
-from bajax.lm.config import default_model_config
+from bajax.lm.config import REFERENCE_HEAD_WIDTH, default_model_config
 from bajax.lm.losses import lm_loss, loss_totals
 from bajax.lm.model import AudioLLM
 from bajax.models.registry import register
@@ -66,8 +66,19 @@ def reference_config(cfg) -> dict:
             "tie_word_embeddings": False, "attention_qkv_pack": True, "attention_qkv_bias": True,
             "use_norm_head": False,
             "audio_config": {"audio_head_transformer_layers": m.audio_head_layers,
-                             "audio_head_attention_heads": m.audio_head_heads,
                              "vq_config": {"codebook_sizes": list(m.codebook_sizes)}}}
+
+
+def nonreference(cfg) -> list[str]:
+    """The reference audio head builds hidden / 128 attention heads and asserts hidden % 128 == 0."""
+    m, w = cfg.model, REFERENCE_HEAD_WIDTH
+    if m.hidden % w:
+        return [f"model.hidden={m.hidden}: the reference audio head needs a multiple of {w} "
+                f"(CasualDepthTransformerLayer asserts hidden % {w} == 0)"]
+    if m.audio_head_heads not in (0, m.hidden // w):
+        return [f"model.audio_head_heads={m.audio_head_heads}: the reference audio head always uses hidden / {w} "
+                f"= {m.hidden // w} heads (set 0 or {m.hidden // w})"]
+    return []
 
 
 def owns(name: str) -> bool:
@@ -90,7 +101,8 @@ KIND = register(ModelKind(
     make_dataset=make_dataset,
     flops_per_step=flops_per_step,
     work_units=work_units,
-    layout=ReferenceLayout(entries=baichuan_lm, reference_config=reference_config, owns=owns),
+    layout=ReferenceLayout(entries=baichuan_lm, reference_config=reference_config, owns=owns,
+                           nonreference=nonreference),
     stages=STAGES,
     cpu_compiler_options=CPU_COMPILER_OPTIONS,
 ))

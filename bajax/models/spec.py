@@ -45,10 +45,25 @@ class ReferenceLayout:
     # bajax leaf path -> True for bajax-only leaves that have no reference tensor (anything else unmapped
     # is an error)
     bajax_only: Callable[[tuple[str, ...]], bool] = lambda path: False
+    # config -> one line per choice the reference code hard-codes and this config departs from, naming the
+    # key, its value and the value the reference needs ([] = the reference can build this model exactly)
+    nonreference: Callable[[ConfigDict], list[str]] = lambda cfg: []
 
 
 def _no_frozen(model_cfg: ConfigDict, mesh) -> dict:
     return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Update:
+    """One of several optimizers of a kind (a GAN: the discriminator's, then the generator's, every step).
+
+    Each update takes the gradient of its own loss with respect to the parameters it owns (and that train),
+    applies its own optimizer and schedule, and hands the updated model to the next update of the same step."""
+    name: str                                        # metric suffix (loss_NAME, lr_NAME) and optimizer-state key
+    owns: Callable[[str], bool]                      # '/'-joined parameter path -> whether this update trains it
+    loss: Callable[[ConfigDict, Mapping], LossFn]    # like ModelKind.loss
+    optim: str = "optim"                             # config section holding its optimizer and schedule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +98,11 @@ class ModelKind:
     # XLA compiler options of this kind's train and eval steps when they compile for CPU (chosen by
     # measurement per model; other backends get none)
     cpu_compiler_options: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # several optimizers, applied in order every step (a GAN); () = one update of every trainable parameter
+    # with `loss` and the `optim` section. `loss` is then the evaluation loss.
+    updates: tuple[Update, ...] = ()
+    # () -> top-level config sections this kind adds or replaces, e.g. {'optim_disc': ConfigDict(...)}
+    extra_config: Callable[[], Mapping[str, ConfigDict]] = lambda: {}
 
     def abstract_batch(self, cfg: ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
         """One global batch as shapes and dtypes (the contract applied to `batch_shapes`)."""

@@ -154,6 +154,12 @@ def reference_config(cfg) -> dict:
 FLOW_PREFIX = "audio_tokenizer.audio_flow_matching_decoder."   # the flow kind's tensors, in the same namespace
 
 
+def nonreference(cfg) -> list[str]:
+    """MelSpecRefineNet hard-codes its convolutions as Conv1d(in, out, 5, 1, 2)."""
+    k = cfg.model.refine_kernel
+    return [] if k == 5 else [f"model.refine_kernel={k}: the reference refine net's convolutions are always 5 wide"]
+
+
 def owns(name: str) -> bool:
     return name.startswith("audio_tokenizer.") and not name.startswith(FLOW_PREFIX)
 
@@ -175,6 +181,6 @@ KIND = register(ModelKind(
     flops_per_step=flops_per_step,
     work_units=work_units,
     layout=ReferenceLayout(entries=baichuan_tokenizer, reference_config=reference_config, owns=owns,
-                           bajax_only=bajax_only),
+                           bajax_only=bajax_only, nonreference=nonreference),
     load_frozen=load_frozen,
 ))

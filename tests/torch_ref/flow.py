@@ -10,18 +10,22 @@ from torch.nn import functional as F
 
 from tests.torch_ref.common import RMSNorm, WhisperLayer, attend, causal, sinusoids
 
+RMS_EPS = 1e-6            # audio_modeling_omni.RMSNorm's default; FlowmatchingPrenet never passes another
+LAYER_NORM_EPS = 1e-5     # nn.LayerNorm's default: CausalBlock1D and BasicTransformerBlock pass none
+STATIC_CHUNK = 2 * 25 * 2  # ConditionalDecoder.static_chunk_size, hard-coded
+
 
 class Prenet(nn.Module):
     def __init__(self, f):
         super().__init__()
         d = f["prenet_d_model"]
         self.register_buffer("positional_embedding", sinusoids(5000, d))
-        self.in_mlp = nn.Sequential(nn.Linear(f["prenet_in_dim"], f["prenet_in_hidden"]), nn.SiLU(),
-                                    nn.Linear(f["prenet_in_hidden"], d))
+        # The reference hard-codes the MLP width (4 x d_model) and the RMSNorms' eps (its default, 1e-6).
+        self.in_mlp = nn.Sequential(nn.Linear(f["prenet_in_dim"], 4 * d), nn.SiLU(), nn.Linear(4 * d, d))
         self.transformer_layers = nn.ModuleList([
-            WhisperLayer(d, f["prenet_attention_heads"], f["prenet_ffn_dim"], rms=True, eps=f["prenet_norm_eps"])
+            WhisperLayer(d, f["prenet_attention_heads"], f["prenet_ffn_dim"], rms=True, eps=RMS_EPS)
             for _ in range(f["prenet_nlayers"])])
-        self.final_norm = RMSNorm(d, f["prenet_norm_eps"])
+        self.final_norm = RMSNorm(d, RMS_EPS)
         self.out_proj = nn.Linear(d, f["prenet_out_dim"], bias=False)
 
     def forward(self, cond, length):              # [1, Tc, D] -> mu [1, length, 80]
@@ -88,7 +92,7 @@ class Attention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, d, heads, head_dim, ffn, eps):
+    def __init__(self, d, heads, head_dim, ffn, eps):   # ffn: matcha FeedForward's mult=4 -> 4 x d
         super().__init__()
         self.norm1 = nn.LayerNorm(d, eps=eps)
         self.attn1 = Attention(d, heads, head_dim)
@@ -107,14 +111,14 @@ class TransformerBlock(nn.Module):
 class ConditionalDecoder(nn.Module):
     def __init__(self, f):
         super().__init__()
-        c, cin, eps = f["channels"][0], 2 * f["in_channels"], f["norm_eps"]
-        self.in_ch, self.chunk = cin, f["static_chunk_size"]
-        t_dim = f["time_embed_dim"]
+        c, cin, eps = f["channels"][0], 2 * f["in_channels"], LAYER_NORM_EPS
+        self.in_ch, self.chunk = cin, STATIC_CHUNK
+        t_dim = 4 * c                # time_embed_dim = channels[0] * 4
         self.time_mlp = nn.Module()
         self.time_mlp.linear_1, self.time_mlp.linear_2 = nn.Linear(cin, t_dim), nn.Linear(t_dim, t_dim)
 
         def stage(i, last_conv):
-            blocks = nn.ModuleList([TransformerBlock(c, f["num_heads"], f["attention_head_dim"], f["ffn_dim"], eps)
+            blocks = nn.ModuleList([TransformerBlock(c, f["num_heads"], f["attention_head_dim"], 4 * c, eps)
                                     for _ in range(f["n_blocks"])])
             parts = [ResnetBlock(i, c, t_dim, eps), blocks] + ([CausalConv1d(c, c, 3)] if last_conv else [])
             return nn.ModuleList(parts)

@@ -86,8 +86,10 @@ HEAD_EPS = 1e-6
 class DepthLayer(nn.Module):
     """CasualDepthTransformerLayer."""
 
-    def __init__(self, h, heads, depth, eps):
+    def __init__(self, h, depth, eps):
         super().__init__()
+        assert h % 128 == 0          # the reference: embed_size % 128 == 0, num_heads = embed_size // 128
+        heads = h // 128
         self.h = h
         self.self_attention = nn.MultiheadAttention(embed_dim=h, num_heads=heads, batch_first=True)
         self.layernorm1 = RMSNorm(h, eps)
@@ -112,7 +114,7 @@ class AudioHead(nn.Module):
         a, h = c["audio_config"], c["hidden_size"]
         sizes = a["vq_config"]["codebook_sizes"]
         self.transformer_layers = nn.ModuleList([
-            DepthLayer(h, a["audio_head_attention_heads"], len(sizes), HEAD_EPS)
+            DepthLayer(h, len(sizes), HEAD_EPS)
             for _ in range(a["audio_head_transformer_layers"])])
         self.headnorm = RMSNorm(h, HEAD_EPS)
         self.heads = nn.ModuleList([nn.Linear(h, n + 1) for n in sizes])
