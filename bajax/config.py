@@ -81,6 +81,8 @@ def defaults(kind: str) -> ConfigDict:
     c.kind = kind
     c.data = default_data_config()
     c.model = spec.default_model_config()
+    for name, section in spec.extra_config().items():   # the kind's own sections, or its replacements
+        c[name] = section
     c.lock()
     return c
 

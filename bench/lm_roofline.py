@@ -122,7 +122,7 @@ def time_optimizer(trainer, state, compiler_options, repeats: int) -> float:
     grads = jax.tree.map(lambda p: p * 1e-3, trainable)
 
     def update(opt_state, params, grads):
-        updates, opt_state = trainer.tx.update(grads, opt_state, params)
+        updates, opt_state = trainer.phases[0].tx.update(grads, opt_state, params)
         return opt_state, optax.apply_updates(params, updates), optax.global_norm(grads)
 
     f = jax.jit(update, donate_argnums=(0, 1), compiler_options=compiler_options)
@@ -180,10 +180,8 @@ def main() -> None:
     options = trainer.compiler_options()
     with trainer.scope():
         state = trainer.fresh_state()
-        step_fn = make_train_step(trainer.loss_fn, trainer.kind.loss_totals, trainer.graphdef, trainer.tx,
-                                  trainer.is_trainable,
-                                  seed=cfg.seed, grad_accum=cfg.train.grad_accum,
-                                  lr_schedule=trainer.lr_schedule)
+        step_fn = make_train_step(trainer.phases, [trainer.loss_fn], trainer.kind.loss_totals, trainer.graphdef,
+                                  seed=cfg.seed, grad_accum=cfg.train.grad_accum)
         dots = collect_dots(jax.make_jaxpr(step_fn)(state, batch).jaxpr)
         step = trainer.compiled_step().lower(state, batch).compile()
         dev_batch = jax.device_put(batch, jax.devices()[0])

@@ -1,7 +1,7 @@
 """Model kinds: one `ModelKind` spec per kind, looked up by name (see spec.py and registry.py)."""
 
 from bajax.models.registry import get, names, register, require, unregister
-from bajax.models.spec import Field, LossFn, ModelKind, ReferenceLayout, rows_per_process
+from bajax.models.spec import Field, LossFn, ModelKind, ReferenceLayout, Update, rows_per_process
 
 __all__ = ["Field", "LossFn", "ModelKind", "ReferenceLayout", "get", "names", "register", "require",
-           "rows_per_process", "unregister"]
+           "Update", "rows_per_process", "unregister"]

@@ -102,15 +102,14 @@ def abstract_state(cfg):
     import jax
 
     from bajax import models, sharding
-    from bajax.train import freeze, optim
-    from bajax.train.step import init_state
+    from bajax.train import freeze
+    from bajax.train.step import init_state, phases
 
     kind = models.get(cfg.kind)
     patterns, train_only = freeze.resolve(cfg.train, kind.stages)
-    is_trainable = freeze.trainable_filter(patterns, train_only)
-    tx = optim.make_optimizer(cfg.optim, cfg.train.steps)
+    run_phases = phases(kind, cfg, freeze.trainable_filter(patterns, train_only))
     with sharding.axis_rules(cfg.sharding.rules):
-        state = jax.eval_shape(lambda: init_state(kind, cfg.model, cfg.seed, tx, is_trainable))
+        state = jax.eval_shape(lambda: init_state(kind, cfg.model, cfg.seed, run_phases))
     return kind, state
 
 

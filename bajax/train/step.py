@@ -3,9 +3,14 @@
 State = {'step': int32, 'model': nnx.State of the whole model, 'opt': optax state of the TRAINABLE params}.
 Storing the whole model (not only what trains) keeps checkpoints in one layout whatever the stage, so a
 stage-1 checkpoint initialises stage 2 and an imported Hugging Face model initialises either.
+A kind with several optimizers (`ModelKind.updates`, a GAN) keeps one optimizer state per update,
+'opt': {name: state}, and runs its updates in order within one step, each on the model the previous left.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -15,16 +20,42 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from bajax import sharding
 from bajax.models import LossFn, ModelKind
+from bajax.train import optim
+from bajax.train.freeze import path_str
 
 BATCH_AXES = ("batch",)
 
 
-def init_state(kind: ModelKind, model_cfg, seed: int, tx: optax.GradientTransformation, is_trainable,
-               frozen=None):
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One optimizer of a run: the parameters it trains, its transformation, schedule and loss factory."""
+    name: str                      # '' for a kind with one optimizer (its state is state['opt'] itself)
+    trains: Callable               # nnx filter (path, value) -> bool
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    loss: Callable                 # (model_cfg, frozen) -> LossFn
+
+
+def phases(kind: ModelKind, cfg, is_trainable) -> list[Phase]:
+    """The run's optimizers: one over every trainable parameter, or one per `kind.updates` entry (each over
+    the trainable parameters that update owns, with the optimizer of its config section)."""
+    steps = cfg.train.steps
+    if not kind.updates:
+        return [Phase("", is_trainable, optim.make_optimizer(cfg.optim, steps), optim.schedule(cfg.optim, steps),
+                      kind.loss)]
+
+    def owned(owns):
+        return lambda path, value: is_trainable(path, value) and owns(path_str(path))
+
+    return [Phase(u.name, owned(u.owns), optim.make_optimizer(cfg[u.optim], steps),
+                  optim.schedule(cfg[u.optim], steps), u.loss) for u in kind.updates]
+
+
+def init_state(kind: ModelKind, model_cfg, seed: int, run_phases: list[Phase], frozen=None):
     model = kind.build_model(model_cfg, nnx.Rngs(seed), frozen or {})
     model_state = nnx.state(model)
-    trainable, _ = nnx.split_state(model_state, is_trainable, ...)
-    return {"step": jnp.zeros((), jnp.int32), "model": model_state, "opt": tx.init(trainable)}
+    opt = {p.name: p.tx.init(nnx.split_state(model_state, p.trains, ...)[0]) for p in run_phases}
+    return {"step": jnp.zeros((), jnp.int32), "model": model_state, "opt": opt.get("", opt)}
 
 
 def state_shardings(abstract_state, mesh: jax.sharding.Mesh):
@@ -54,56 +85,70 @@ def _micro_batches(batch: dict, k: int) -> dict:
     return jax.tree.map(split, batch)
 
 
-def make_train_step(loss_fn: LossFn, loss_totals, graphdef, tx: optax.GradientTransformation, is_trainable, *,
-                    seed: int, grad_accum: int, lr_schedule):
-    """A pure `step(state, batch) -> (state, metrics)` to be wrapped in `jax.jit` by the caller; `loss_fn` is
-    the kind's loss built for the run's config, `loss_totals` its normalisers of the global batch."""
+def make_train_step(run_phases: list[Phase], loss_fns: list[LossFn], loss_totals, graphdef, *, seed: int,
+                    grad_accum: int):
+    """A pure `step(state, batch) -> (state, metrics)` to be wrapped in `jax.jit` by the caller; `loss_fns`
+    are the phases' losses built for the run's config, `loss_totals` their normalisers of the global batch."""
 
-    def loss_and_grad(trainable, others, batch, rng, totals):
+    def loss_and_grad(loss_fn, trains, trainable, others, batch, rng, totals):
         def loss_of(params):
             # copy=True: the forward may mutate non-param Variables (EMA codebooks) inside this trace.
             model = nnx.merge(graphdef, params, others, copy=True)
             loss, metrics = loss_fn(model, batch, rng, totals)
             # Non-trainable state mutated by the forward pass (e.g. RVQ EMA codebooks) leaves here.
-            _, new_others = nnx.split_state(nnx.state(model), is_trainable, ...)
+            _, new_others = nnx.split_state(nnx.state(model), trains, ...)
             return loss, (metrics, new_others)
 
         (loss, (metrics, new_others)), grads = jax.value_and_grad(loss_of, has_aux=True)(trainable)
         return loss, metrics, new_others, grads
 
+    def accumulate(loss_fn, trains, trainable, others, batch, rng, totals):
+        """(loss, metrics, others, grads) of the whole batch, over `grad_accum` micro-batches."""
+        if grad_accum == 1:
+            return loss_and_grad(loss_fn, trains, trainable, others, batch, rng, totals)
+        micro = _micro_batches(batch, grad_accum)
+        f32_zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), trainable)
+
+        def body(carry, xs):
+            others, grad_sum, loss_sum, metric_sum = carry
+            mb, i = xs
+            mb = jax.tree.map(lambda x: sharding.constrain(x, BATCH_AXES + (None,) * (x.ndim - 1)), mb)
+            loss, metrics, others, grads = loss_and_grad(loss_fn, trains, trainable, others, mb,
+                                                         jax.random.fold_in(rng, i), totals)
+            grad_sum = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grad_sum, grads)
+            metric_sum = jax.tree.map(jnp.add, metric_sum, metrics)
+            return (others, grad_sum, loss_sum + loss, metric_sum), None
+
+        first_metrics = jax.eval_shape(
+            lambda: loss_and_grad(loss_fn, trains, trainable, others, jax.tree.map(lambda x: x[0], micro), rng,
+                                  totals)[1])
+        zeros_metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), first_metrics)
+        carry = (others, f32_zeros, jnp.zeros((), jnp.float32), zeros_metrics)
+        (others, grads, loss, metrics), _ = jax.lax.scan(body, carry, (micro, jnp.arange(grad_accum)))
+        return loss, metrics, others, grads
+
+    single = len(run_phases) == 1 and run_phases[0].name == ""
+
     def step(state, batch):
         rng = jax.random.fold_in(jax.random.key(seed), state["step"])
         totals = {**loss_totals(batch), "step": state["step"]}  # schedules (e.g. RVQ curricula) read step
-        trainable, others = nnx.split_state(state["model"], is_trainable, ...)
-        if grad_accum == 1:
-            loss, metrics, others, grads = loss_and_grad(trainable, others, batch, rng, totals)
-        else:
-            micro = _micro_batches(batch, grad_accum)
-            f32_zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), trainable)
-
-            def body(carry, xs):
-                others, grad_sum, loss_sum, metric_sum = carry
-                mb, i = xs
-                mb = jax.tree.map(lambda x: sharding.constrain(x, BATCH_AXES + (None,) * (x.ndim - 1)), mb)
-                loss, metrics, others, grads = loss_and_grad(trainable, others, mb, jax.random.fold_in(rng, i),
-                                                             totals)
-                grad_sum = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grad_sum, grads)
-                metric_sum = jax.tree.map(jnp.add, metric_sum, metrics)
-                return (others, grad_sum, loss_sum + loss, metric_sum), None
-
-            first_metrics = jax.eval_shape(
-                lambda: loss_and_grad(trainable, others, jax.tree.map(lambda x: x[0], micro), rng, totals)[1])
-            zeros_metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), first_metrics)
-            carry = (others, f32_zeros, jnp.zeros((), jnp.float32), zeros_metrics)
-            (others, grads, loss, metrics), _ = jax.lax.scan(body, carry, (micro, jnp.arange(grad_accum)))
-
-        updates, opt_state = tx.update(grads, state["opt"], trainable)
-        trainable = optax.apply_updates(trainable, updates)
-        metrics = dict(metrics)
-        metrics["loss"] = loss
-        metrics["grad_norm"] = optax.global_norm(grads)
-        metrics["lr"] = lr_schedule(state["step"])
-        new_state = {"step": state["step"] + 1, "model": nnx.merge_state(trainable, others), "opt": opt_state}
+        model_state, opt, metrics = state["model"], {}, {}
+        for i, (phase, loss_fn) in enumerate(zip(run_phases, loss_fns)):
+            trainable, others = nnx.split_state(model_state, phase.trains, ...)
+            phase_rng = rng if single else jax.random.fold_in(rng, i)
+            loss, phase_metrics, others, grads = accumulate(loss_fn, phase.trains, trainable, others, batch,
+                                                            phase_rng, totals)
+            opt_state = state["opt"] if single else state["opt"][phase.name]
+            updates, opt[phase.name] = phase.tx.update(grads, opt_state, trainable)
+            model_state = nnx.merge_state(optax.apply_updates(trainable, updates), others)
+            # The last phase's loss, grad norm and lr are the run's `loss`, `grad_norm`, `lr` (a GAN: the
+            # generator's); every phase's also carry its name.
+            metrics.update(phase_metrics)
+            metrics.update(loss=loss, grad_norm=optax.global_norm(grads), lr=phase.schedule(state["step"]))
+            if not single:
+                metrics.update({f"loss_{phase.name}": loss, f"grad_norm_{phase.name}": metrics["grad_norm"],
+                                f"lr_{phase.name}": metrics["lr"]})
+        new_state = {"step": state["step"] + 1, "model": model_state, "opt": opt[""] if single else opt}
         return new_state, metrics
 
     return step

@@ -21,9 +21,9 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from bajax import malloc, models, runs, sharding
-from bajax.train import checkpoint, distributed, freeze, optim, peak
+from bajax.train import checkpoint, distributed, freeze, peak
 from bajax.train.metrics import MetricsWriter
-from bajax.train.step import init_state, make_train_step, state_shardings
+from bajax.train.step import init_state, make_train_step, phases, state_shardings
 
 
 @dataclasses.dataclass
@@ -88,13 +88,12 @@ class Trainer:
         self.loss_fn = self.kind.loss(cfg.model, self.frozen)
         freeze_patterns, train_only = freeze.resolve(cfg.train, self.kind.stages)
         self.is_trainable = freeze.trainable_filter(freeze_patterns, train_only)
-        self.lr_schedule = optim.schedule(cfg.optim, cfg.train.steps)
-        self.tx = optim.make_optimizer(cfg.optim, cfg.train.steps)
+        self.phases = phases(self.kind, cfg, self.is_trainable)   # one optimizer, or one per kind.updates
         with self.scope():
             abstract_model = nnx.eval_shape(lambda: self.kind.build_model(cfg.model, nnx.Rngs(cfg.seed), self.frozen))
             self.graphdef = nnx.graphdef(abstract_model)
             freeze.check_patterns(nnx.state(abstract_model), freeze_patterns, train_only)
-            self._init = lambda: init_state(self.kind, cfg.model, cfg.seed, self.tx, self.is_trainable, self.frozen)
+            self._init = lambda: init_state(self.kind, cfg.model, cfg.seed, self.phases, self.frozen)
             self.abstract_state = jax.eval_shape(self._init)
             self.state_shardings = state_shardings(self.abstract_state, self.mesh)
 
@@ -132,9 +131,10 @@ class Trainer:
         return count(trainable), count(trainable) + count(params)
 
     def compiled_step(self):
-        step = make_train_step(self.loss_fn, self.kind.loss_totals, self.graphdef, self.tx, self.is_trainable,
-                               seed=self.cfg.seed, grad_accum=self.cfg.train.grad_accum,
-                               lr_schedule=self.lr_schedule)
+        loss_fns = ([self.loss_fn] if not self.kind.updates else
+                    [p.loss(self.cfg.model, self.frozen) for p in self.phases])
+        step = make_train_step(self.phases, loss_fns, self.kind.loss_totals, self.graphdef, seed=self.cfg.seed,
+                               grad_accum=self.cfg.train.grad_accum)
         jitted = jax.jit(step, in_shardings=(self.state_shardings, None),
                          out_shardings=(self.state_shardings, None), donate_argnums=0,
                          compiler_options=self.compiler_options())
