@@ -35,18 +35,19 @@ def test_no_kind_branches_outside_the_registry():
 
 
 def test_builtin_kinds_and_unknown_kind_message():
-    assert models.names()[:3] == ("lm", "tokenizer", "flow")
-    for name in ("lm", "tokenizer", "flow"):
+    assert models.names()[:4] == ("lm", "tokenizer", "flow", "vocoder")
+    for name in ("lm", "tokenizer", "flow", "vocoder"):
         spec = models.get(name)
         assert spec.name == name and spec.layout is not None
         cfg = config_lib.defaults(name)
         batch = spec.abstract_batch(cfg)
         assert set(batch) <= set(spec.batch_fields)
         assert all(b.shape[0] == cfg.train.batch_size for b in batch.values())
-    with pytest.raises(KeyError, match=r"unknown model kind 'vocoder'; valid kinds: \['lm', 'tokenizer', 'flow'"):
-        models.get("vocoder")
-    with pytest.raises(config_lib.ConfigError, match="unknown model kind 'vocoder'"):
-        config_lib.defaults("vocoder")
+    with pytest.raises(KeyError, match=r"unknown model kind 'codec'; valid kinds: \['lm', 'tokenizer', 'flow', "
+                                       r"'vocoder'"):
+        models.get("codec")
+    with pytest.raises(config_lib.ConfigError, match="unknown model kind 'codec'"):
+        config_lib.defaults("codec")
 
 
 # -- a toy fourth kind ---------------------------------------------------------------------------------

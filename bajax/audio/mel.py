@@ -93,8 +93,12 @@ def _frames(wav, lengths, n_fft: int, hop: int, n_frames: int, offset: int, xp):
     return flat.reshape(b, n_frames, n_fft)
 
 
-def _mel_power(wav, lengths, *, n_fft, hop, n_mels, sample_rate, fmin, fmax, centered, power, xp):
-    """Mel energies `[B, T, n_mels]` (|X|^power through the filters) and per-utterance frame counts."""
+def _mel_power(wav, lengths, *, n_fft, hop, n_mels, sample_rate, fmin, fmax, centered, power, xp,
+               mag_eps: float = 0.0):
+    """Mel energies `[B, T, n_mels]` (|X|^power through the filters) and per-utterance frame counts.
+
+    With power 1 the magnitude is sqrt(|X|^2 + mag_eps) (mag_eps > 0 keeps its gradient finite at X = 0).
+    """
     # Whisper: centred (pad n_fft/2) with the last frame dropped; HiFi-GAN style: pad (n_fft-hop)/2,
     # not centred. Both give exactly `length // hop` frames.
     offset = n_fft // 2 if centered else (n_fft - hop) // 2
@@ -103,7 +107,7 @@ def _mel_power(wav, lengths, *, n_fft, hop, n_mels, sample_rate, fmin, fmax, cen
     dtype = frames.dtype
     spec = xp.fft.rfft(frames * xp.asarray(hann_window(n_fft), dtype=dtype), axis=-1)
     mag2 = spec.real**2 + spec.imag**2
-    mag = mag2 if power == 2 else xp.sqrt(mag2)
+    mag = mag2 if power == 2 else xp.sqrt(mag2 + mag_eps)
     fb = xp.asarray(mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate, fmin, fmax), dtype=dtype)
     if xp is np:
         mel = mag @ fb
@@ -142,16 +146,18 @@ def whisper_log_mel(wav, lengths=None, *, n_mels: int = 128, n_fft: int = 400, h
 
 
 def hifigan_log_mel(wav, lengths=None, *, n_mels: int = 80, n_fft: int = 1024, hop: int = 256,
-                    sample_rate: int = 16000, fmin: float = 0.0, fmax: float = 8000.0, clamp: float = 1e-5):
+                    sample_rate: int = 16000, fmin: float = 0.0, fmax: float | None = 8000.0,
+                    clamp: float = 1e-5, mag_eps: float = 0.0):
     """HiFi-GAN convention: reflect-pad (n_fft - hop) / 2, not centred, magnitude, ln(clamp(x, 1e-5)).
 
     Window length = n_fft. `T = N // hop`. Defaults are the tokenizer's target mel (SPEC section 2).
+    `fmax=None` is sample_rate / 2; `mag_eps` is added to |X|^2 under the square root (Matcha-TTS adds 1e-9).
     """
     xp = np if _is_numpy(wav) else jnp
     wav, lengths, single = _batched(wav, lengths, xp)
     mel, mel_lengths, valid = _mel_power(wav, lengths, n_fft=n_fft, hop=hop, n_mels=n_mels,
                                          sample_rate=sample_rate, fmin=fmin, fmax=fmax, centered=False,
-                                         power=1, xp=xp)
+                                         power=1, xp=xp, mag_eps=mag_eps)
     return _finish(xp.log(xp.maximum(mel, clamp)), mel_lengths, valid, single, xp)
 
 
@@ -166,3 +172,13 @@ def flow_mel_24k(wav, lengths=None):
     `flow_mel_24k(np_wave_1d)` returns numpy `[len // 480, 80]` float32.
     """
     return hifigan_log_mel(wav, lengths, n_mels=80, n_fft=1920, hop=480, sample_rate=24000)
+
+
+def hift_loss_mel_24k(wav, lengths=None):
+    """The HiFT vocoder GAN's mel-reconstruction transform (CosyVoice-2 yaml `mel_spec_transform1`, which is
+    Matcha-TTS `mel_spectrogram`): like `flow_mel_24k` (24 kHz, n_fft = win = 1920, hop 480, 80 Slaney bins,
+    not centred, ln(clamp 1e-5)) but with fmax = None (12 kHz, not 8 kHz) and |X| = sqrt(|X|^2 + 1e-9), the
+    epsilon that keeps the generator's gradient finite where a frame is digital silence.
+    """
+    return hifigan_log_mel(wav, lengths, n_mels=80, n_fft=1920, hop=480, sample_rate=24000, fmax=None,
+                           mag_eps=1e-9)

@@ -60,7 +60,8 @@ def run_import(args, overrides) -> int:
 
 
 def _import_args(p) -> None:
-    p.add_argument("--src", required=True, help="safetensors file or directory (sharded with an index or not)")
+    p.add_argument("--src", required=True, help="safetensors file or directory (sharded with an index or not), "
+                   "or a PyTorch state-dict file (.pt/.pth/.bin, read with weights_only=True)")
     p.add_argument("--out", required=True, help="run directory to write (config.json, config.py, checkpoints/0)")
     p.add_argument("--config", default=None, help="base bajax config file (path.py[:arg]); --config.a.b=v overrides")
     p.add_argument("--ignore", default=None, help="regex of source tensors to skip (baichuan: e.g. visual parts)")

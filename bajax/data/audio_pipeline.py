@@ -1,4 +1,4 @@
-"""Audio Grain pipelines for the tokenizer and the flow decoder (one record = one audio segment).
+"""Audio Grain pipelines for the tokenizer, the flow decoder and the vocoder (one record = one audio segment).
 
 ArrayRecord (`*.audio.array_record` of the tasks in data.audio.tasks) -> shuffle -> repeat -> shard by
 process -> crop (seeded per element, aligned to 80 ms code frames) -> batch (+ bucket padding) -> prefetch.
@@ -17,6 +17,12 @@ FlowView batches (the flow decoder):
     wave_lengths  int32   [B]
     codes         int32   [B, F/4, 8] the same span's 12.5 Hz codes (only when the shards hold codes)
     code_lengths  int32   [B]
+VocoderView batches (the HiFT vocoder; crop mode only: GAN training reads fixed-length segments):
+    wave24        float32 [B, 480 F]  24 kHz waveform (the target)
+    mel24         float32 [B, F, 80]  its 24 kHz log-mel (the generator's input, the flow decoder's output)
+    pitch         float32 [B, F]      its F0 in Hz, 0 = unvoiced (the F0 predictor's target)
+    A segment shorter than the crop is padded with silence: zero samples, the mel's log floor ln(1e-5), F0 0,
+    so every row is a consistent (mel, wave) pair and the losses need no mask.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from bajax.data import text as text_lib
 from bajax.data.lm_pipeline import _prefetch, pad_rows
 
 FRAME16, FRAME_MEL = 1280, 4  # samples at 16 kHz and 24 kHz mel frames per 12.5 Hz code frame
+FRAME24 = 1920                # samples at 24 kHz per code frame (4 mel frames of hop 480)
+MEL_LOG_FLOOR = float(np.log(1e-5))   # flow_mel_24k of digital silence
 
 
 def _frames_of(seconds: float) -> int:
@@ -79,6 +87,34 @@ class FlowView:
         if self.use_codes:
             out["codes"] = np.asarray(arrays["codes"][start : start + n], np.int32)
         return out
+
+
+class VocoderView:
+    """What the vocoder reads of a segment: the 24 kHz wave, its mel and F0, padded to the crop (docstring)."""
+
+    wave_key = "wave16"
+
+    def __init__(self, data_cfg, root):
+        if data_cfg.audio.mode != "crop":
+            raise ValueError(f"data.audio.mode={data_cfg.audio.mode!r}: vocoder training reads fixed-length "
+                             "segments; set --config.data.audio.mode=crop (and data.audio.crop_seconds)")
+        self.root, self.crop = root, _frames_of(data_cfg.audio.crop_seconds)
+
+    def frames(self, arrays) -> int:
+        if "wave24" not in arrays:
+            raise ValueError(f"{self.root}: its audio records hold no 24 kHz waveform (prepared by an older "
+                             "bajax); prepare the data again with `bajax prepare` for vocoder training")
+        return min(len(arrays["wave24"]) // FRAME24, len(arrays["mel24"]) // FRAME_MEL)
+
+    def take(self, meta, arrays, wave, start: int, n: int, cropped: bool) -> dict:
+        from bajax.vocoder.pitch import f0_of
+
+        samples, mels = self.crop * FRAME24, self.crop * FRAME_MEL
+        w = np.zeros(samples, np.float32)
+        w[: n * FRAME24] = arrays["wave24"][start * FRAME24 : (start + n) * FRAME24].astype(np.float32) / 32767.0
+        mel = np.full((mels, arrays["mel24"].shape[-1]), MEL_LOG_FLOOR, np.float32)
+        mel[: n * FRAME_MEL] = arrays["mel24"][start * FRAME_MEL : (start + n) * FRAME_MEL]
+        return {"wave24": w, "mel24": mel, "pitch": f0_of(w, mels)}
 
 
 class _Crop(grain.transforms.RandomMap):
@@ -134,7 +170,7 @@ def audio_dataset(
     process_count: int = 1,
     split: str = "train",
 ) -> grain.IterDataset:
-    """Host-local audio batches of what `view` (TokenizerView, FlowView) reads of each segment."""
+    """Host-local audio batches of what `view` (TokenizerView, FlowView, VocoderView) reads of each segment."""
     acfg = data_cfg.audio
     root = sources.resolve(data_cfg)
     paths = [p for t in acfg.tasks for p in sources.shard_paths(root, split, t, "audio")]

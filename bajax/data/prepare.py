@@ -1,11 +1,11 @@
-"""`bajax prepare`: manifest JSONL -> validated ArrayRecord shards (16 kHz waves, 24 kHz mels, text, codes).
+"""`bajax prepare`: manifest JSONL -> validated ArrayRecord shards (16 and 24 kHz waves, 24 kHz mels, text, codes).
 
 Output directory layout:
     DIR/prepared.json                            format version, codes source (quantiser, codebook sizes)
     DIR/summary.json                             hours and sample counts per split/task, rejections by reason
     DIR/<split>/<task>/shard-00000.lm.array_record     one record per sample: texts + per-segment codes
-    DIR/<split>/<task>/shard-00000.audio.array_record  one record per distinct audio span: wave16, mel24,
-                                                       codes, text
+    DIR/<split>/<task>/shard-00000.audio.array_record  one record per distinct audio span: wave16, wave24,
+                                                       mel24, codes, text
     DIR/<split>/<task>/shard-00000.json          done marker: input hash, counts (written last)
 LM records exist only when an encoder is given (LLM training never decodes audio). Workers (spawned
 processes) decode, check and resample audio; the main process runs `encode_fn` (it may hold a model on an
@@ -31,13 +31,17 @@ from etils import epath
 from bajax.data import manifest as manifest_lib
 from bajax.data import records
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: audio records hold wave24 (the vocoder's target)
 MIN_SEGMENT_SAMPLES = 1280  # one 12.5 Hz code frame at 16 kHz
 
 
 class PrepareInputError(ValueError):
     """A usage or input error (missing manifest, --out a file, bad --tokenizer): `bajax prepare` prints the
     one-line message and exits 2."""
+
+
+def _int16(wave: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(wave * 32767), -32768, 32767).astype(np.int16)
 
 
 def _process_entry(entry: manifest_lib.Entry, max_seconds: float, emit: tuple[bool, ...]):
@@ -93,7 +97,8 @@ def _process_entry(entry: manifest_lib.Entry, max_seconds: float, emit: tuple[bo
             )
         segs.append(
             {
-                "wave16": np.clip(np.round(seg16 * 32767), -32768, 32767).astype(np.int16),
+                "wave16": _int16(seg16),
+                "wave24": _int16(seg24) if emit[i] else None,   # the vocoder's target waveform
                 "mel24": mel_lib.flow_mel_24k(seg24).astype(np.float32) if emit[i] else None,
                 "seconds": len(seg16) / 16000,
             }
@@ -214,7 +219,7 @@ def _finish_shard(base: epath.Path, good, bad, encode_fn, sizes, codes_name, key
             counts["seconds"] += s["seconds"]
             if s["mel24"] is None:  # this span already has its audio record in an earlier shard
                 continue
-            arrays = {"wave16": s["wave16"], "mel24": s["mel24"]}
+            arrays = {"wave16": s["wave16"], "wave24": s["wave24"], "mel24": s["mel24"]}
             if encode_fn:
                 arrays["codes"] = codes[i]
             audio_recs.append(

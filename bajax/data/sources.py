@@ -34,7 +34,8 @@ def _cache_root(cache_dir: str) -> epath.Path:
 def prepare_embedded(cache_dir: str = "", *, workers: int = 2, progress: bool = False) -> epath.Path:
     """Prepares the embedded corpus (with its bootstrap-quantiser codes) once; returns the shard directory.
 
-    The cache key hashes the manifest and the quantiser, so a changed corpus is prepared afresh.
+    The cache key hashes the manifest, the quantiser and the record format, so a changed corpus (or a bajax
+    that writes other records) is prepared afresh.
     """
     from bajax.data import prepare as prepare_lib
     from bajax.data.bootstrap_codes import BootstrapQuantiser
@@ -47,7 +48,7 @@ def prepare_embedded(cache_dir: str = "", *, workers: int = 2, progress: bool = 
             "scripts/make_corpus.py, or set data.source to a prepared directory"
         )
     qbytes = (src / CORPUS_QUANTISER).read_bytes()
-    key = hashlib.sha256(manifest.read_bytes() + qbytes).hexdigest()[:16]
+    key = hashlib.sha256(manifest.read_bytes() + qbytes + f"v{prepare_lib.FORMAT_VERSION}".encode()).hexdigest()[:16]
     out = _cache_root(cache_dir) / f"corpus-{key}"
     if (out / "summary.json").exists():
         return out

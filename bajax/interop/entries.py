@@ -73,6 +73,23 @@ class Flat(Rule):
         return [t.reshape(shapes[0])]
 
 
+class Trailing(Rule):
+    """A per-channel vector, [C] in bajax, that torch stores with `n` trailing unit dims (the weight_g
+    [C, 1, 1] of torch.nn.utils.weight_norm on a Conv1d / ConvTranspose1d)."""
+
+    def __init__(self, n: int = 2):
+        self.n = n
+
+    def shape(self, shapes):
+        return tuple(shapes[0]) + (1,) * self.n
+
+    def to_torch(self, arrays):
+        return arrays[0].reshape(arrays[0].shape + (1,) * self.n)
+
+    def from_torch(self, t, shapes):
+        return [t.reshape(shapes[0])]
+
+
 class Linear(Rule):
     """bajax kernel [in..., out...] (heads and head_dim kept apart) <-> torch Linear weight [out, in]."""
 

@@ -1,4 +1,5 @@
-"""`bajax import-torch` (= `bajax import-hf --kind baichuan`): reference-layout safetensors -> a bajax run dir.
+"""`bajax import-torch` (= `bajax import-hf --kind baichuan`): reference-layout safetensors (or a PyTorch
+state-dict file such as hift.pt, read with `torch.load(weights_only=True)`) -> a bajax run dir.
 
 The inverse of `bajax export`. The bajax config comes from SRC/config.json's "bajax" section (written by
 the export) or from `--config` (a reference checkpoint: the config must describe the same shapes; the first
@@ -22,7 +23,7 @@ import numpy as np
 from bajax import runs
 from bajax.interop import entries as ent
 from bajax.interop import rundir
-from bajax.interop.safetensors_io import Reader
+from bajax.interop.safetensors_io import Reader, open_reader
 
 
 def fresh_model_state(cfg):
@@ -121,7 +122,7 @@ def import_torch(src: str, out_dir: str, *, config: str | None = None, overrides
     else:
         raise ValueError(f"{src}: no config.json with a 'bajax' section (written by `bajax export`); pass "
                          "--config with a bajax config whose model section describes this checkpoint")
-    reader = Reader(src)
+    reader = open_reader(src)
     layout = layout_of(cfg.kind)
     entries = layout.entries(_abstract_shapes(cfg))
     skipped = check_unknown(reader, entries, layout.owns, ignore)

@@ -160,3 +160,55 @@ class Reader:
 
 def total_bytes(out_dir: str | Path) -> int:
     return sum(os.path.getsize(p) for p in Path(out_dir).glob("*.safetensors"))
+
+
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+
+
+class TorchFileReader:
+    """The tensors of a PyTorch state-dict file (`torch.save(model.state_dict())`, e.g. CosyVoice's hift.pt),
+    read with `torch.load(weights_only=True)`: plain tensors only, never arbitrary pickled objects. The
+    file is read whole (state dicts saved this way are not lazily readable); same interface as `Reader`."""
+
+    def __init__(self, src: str | Path):
+        src = Path(src)
+        if not src.is_file():
+            raise FileNotFoundError(f"{src}: no such file")
+        try:
+            import torch
+        except ImportError:
+            raise ValueError(f"{src}: reading a PyTorch .pt file needs torch (pip install 'bajax[torch]'), or "
+                             "convert it to safetensors first") from None
+        try:
+            state = torch.load(src, map_location="cpu", weights_only=True)
+        except Exception as e:   # an unpickling refusal or a damaged file: one line naming it
+            raise ValueError(f"{src}: not a PyTorch state dict of plain tensors ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200]})") from e
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"{src}: expected a state dict {{name: tensor}}, got {type(state).__name__}")
+        self.src = src
+        self._tensors = {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy()
+                         for k, v in state.items()}
+
+    def keys(self) -> list[str]:
+        return list(self._tensors)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._tensors
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._tensors[name].shape)
+
+    def get(self, name: str, dtype=np.float32) -> np.ndarray:
+        if name not in self._tensors:
+            raise KeyError(f"tensor {name!r} is not in {self.src}")
+        a = self._tensors[name]
+        return a.astype(dtype) if dtype is not None and a.dtype != dtype else a.copy()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+
+def open_reader(src: str | Path) -> Reader | TorchFileReader:
+    """A safetensors file or directory, or a PyTorch state-dict file (by its suffix)."""
+    return TorchFileReader(src) if str(src).endswith(TORCH_SUFFIXES) else Reader(src)

@@ -16,6 +16,7 @@ BUILTIN = {
     "lm": "bajax.models.lm",
     "tokenizer": "bajax.models.tokenizer",
     "flow": "bajax.models.flow",
+    "vocoder": "bajax.models.vocoder",
 }
 
 _KINDS: dict[str, ModelKind] = {}

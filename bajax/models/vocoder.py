@@ -1,0 +1,161 @@
+"""The vocoder kind: HiFT (CosyVoice 2 / Baichuan-Audio's `Cosy24kVocoder`) trained as a GAN.
+
+Every step runs two updates in one jitted step, in the reference's order (CosyVoice `train_one_epoc_gan`):
+the discriminators' (`optim_disc`: their LSGAN + TPR loss against the generator's current output), then the
+generator's (`optim`: adversarial + 2 x feature matching + 45 x mel L1 + TPR + F0 L1) against the
+discriminators just updated. Both start from the reference's settings: Adam (no weight decay) at a constant
+2e-4, gradients clipped at norm 5 (CosyVoice-2 yaml `train_conf_gan`). Data: fixed-length crops of the 24 kHz
+wave with its flow-decoder mel and F0 (bajax.data.audio_pipeline.VocoderView). Evaluation reports the
+generator's losses on held-out crops. Only the generator has reference names (hift.pt); the discriminators
+stay in bajax checkpoints (CosyVoice never released its own).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from ml_collections import ConfigDict
+
+from bajax.interop.entries import Src
+from bajax.interop.layout_vocoder import hift
+from bajax.models.audio import code_frames, dataset_of
+from bajax.models.registry import register
+from bajax.models.spec import Field, ModelKind, ReferenceLayout, Update
+from bajax.vocoder import flops as vocoder_flops
+from bajax.vocoder.config import default_model_config as generator_config
+from bajax.vocoder.disc_config import default_discriminator_config, default_gan_loss_config
+from bajax.vocoder.model import HiFTGAN
+
+SAMPLE_RATE, HOP = 24000, 480
+
+FIELDS = {
+    "wave24": Field(np.float32, ("batch", "length")),
+    "mel24": Field(np.float32, ("batch", "length", None)),
+    "pitch": Field(np.float32, ("batch", "length")),
+    "mel_lengths": Field(np.int32, ("batch",), optional=True),
+}
+
+
+def default_model_config() -> ConfigDict:
+    m = generator_config()
+    m.disc = default_discriminator_config("tiny")      # configs/vocoder/base.py: the reference widths
+    m.loss = default_gan_loss_config()
+    return m
+
+
+def reference_optimizer() -> ConfigDict:
+    """CosyVoice-2 `train_conf_gan`: Adam lr 2e-4, constant schedule, grad clip 5 (generator and discriminator)."""
+    o = ConfigDict({"lr": 2e-4, "end_lr_ratio": 1.0, "warmup_steps": 0, "decay_steps": 0, "b1": 0.9, "b2": 0.999,
+                    "eps": 1e-8, "weight_decay": 0.0, "clip_norm": 5.0})
+    return o
+
+
+def extra_config() -> dict:
+    """The generator's `optim` and the discriminators' `optim_disc`, both the reference's."""
+    return {"optim": reference_optimizer(), "optim_disc": reference_optimizer()}
+
+
+def build_model(model_cfg, rngs, frozen=None):
+    del frozen
+    return HiFTGAN(model_cfg, rngs=rngs)
+
+
+def generator_loss(model_cfg, frozen=None):
+    weights = model_cfg.loss
+
+    def loss_fn(model, batch, rng, totals):
+        return model.generator_loss(batch, rng, weights)
+
+    return loss_fn
+
+
+def discriminator_loss(model_cfg, frozen=None):
+    weights = model_cfg.loss
+
+    def loss_fn(model, batch, rng, totals):
+        return model.discriminator_loss(batch, rng, weights)
+
+    return loss_fn
+
+
+def loss_totals(batch: dict) -> dict:
+    return {}     # every row is a full crop: plain means, no normalisers
+
+
+def batch_shapes(cfg) -> dict[str, tuple[int, ...]]:
+    b, frames = cfg.train.batch_size, 4 * code_frames(cfg.data)
+    return {"wave24": (b, HOP * frames), "mel24": (b, frames, 80), "pitch": (b, frames), "mel_lengths": (b,)}
+
+
+def flops_per_step(cfg) -> float:
+    """Analytic: the discriminator turn runs the generator (no gradient) and the discriminators on real and
+    fake waves with their backward (x3); the generator turn runs both with the backward."""
+    frames = 4 * code_frames(cfg.data)
+    g = vocoder_flops.generator_flops(cfg.model, frames)
+    d = 2 * vocoder_flops.discriminator_flops(cfg.model.disc, frames * HOP)
+    return (g + 3 * d + 3 * g + 3 * d) * cfg.train.batch_size
+
+
+def work_units(batch: dict) -> tuple[str, float]:
+    return "audio_seconds", float(batch["wave24"].size) / SAMPLE_RATE
+
+
+def reference_config(cfg) -> dict:
+    m = cfg.model
+    return {"hift_config": {
+        "in_channels": m.in_channels, "base_channels": m.base_channels, "nb_harmonics": m.nb_harmonics,
+        "sampling_rate": m.sampling_rate, "nsf_alpha": m.nsf_alpha, "nsf_sigma": m.nsf_sigma,
+        "nsf_voiced_threshold": m.nsf_voiced_threshold, "upsample_rates": list(m.upsample_rates),
+        "upsample_kernel_sizes": list(m.upsample_kernel_sizes),
+        "istft_params": {"n_fft": m.istft_n_fft, "hop_len": m.istft_hop},
+        "resblock_kernel_sizes": list(m.resblock_kernel_sizes),
+        "resblock_dilation_sizes": [list(d) for d in m.resblock_dilation_sizes],
+        "source_resblock_kernel_sizes": list(m.source_resblock_kernel_sizes),
+        "source_resblock_dilation_sizes": [list(d) for d in m.source_resblock_dilation_sizes],
+        "lrelu_slope": m.lrelu_slope, "audio_limit": m.audio_limit,
+        "f0_predictor": {"num_class": 1, "in_channels": m.in_channels, "cond_channels": m.f0_cond_channels}}}
+
+
+def entries(shapes) -> list:
+    """hift.pt's keys (no prefix) from the generator's leaves, which live under 'generator/' here."""
+    generator = {path[1:]: shape for path, shape in shapes.items() if path[0] == "generator"}
+    return [dataclasses.replace(e, srcs=tuple(Src(("generator",) + s.path, s.index) for s in e.srcs))
+            for e in hift(generator)]
+
+
+def nonreference(cfg) -> list[str]:
+    """Cosy24kVocoder hard-codes its F0 predictor's depth (5 convs) and the conv_post slope 0.01 (fixed here)."""
+    m = cfg.model
+    return [] if m.f0_layers == 5 else [f"model.f0_layers={m.f0_layers}: the reference F0 predictor has 5 convs"]
+
+
+GENERATOR_MODULES = frozenset({"m_source", "conv_pre", "ups", "source_downs", "source_resblocks", "resblocks",
+                               "conv_post", "f0_predictor"})
+
+
+def owns(name: str) -> bool:
+    return name.split(".", 1)[0] in GENERATOR_MODULES
+
+
+def bajax_only(path: tuple[str, ...]) -> bool:
+    return path[0] == "discriminator"
+
+
+KIND = register(ModelKind(
+    name="vocoder",
+    default_model_config=default_model_config,
+    build_model=build_model,
+    loss=generator_loss,
+    loss_totals=loss_totals,
+    batch_fields=FIELDS,
+    batch_shapes=batch_shapes,
+    make_dataset=dataset_of("VocoderView"),
+    flops_per_step=flops_per_step,
+    work_units=work_units,
+    layout=ReferenceLayout(entries=entries, reference_config=reference_config, owns=owns, bajax_only=bajax_only,
+                           nonreference=nonreference),
+    updates=(Update("disc", lambda path: path.startswith("discriminator/"), discriminator_loss, "optim_disc"),
+             Update("gen", lambda path: path.startswith("generator/"), generator_loss, "optim")),
+    extra_config=extra_config,
+))
