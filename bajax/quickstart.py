@@ -6,8 +6,10 @@
     [3] LM stage 1   audio embeddings + audio head only, from the text LM
     [4] LM stage 2   everything but the text embedding and LM head, from stage 1
     [5] flow         flow-matching decoder conditioned on the frozen tokenizer decoder
-    [6] generate     a spoken reply to a held-out audio prompt (wav + PNG of its mel)
-    [7] export       every model to PyTorch safetensors in the Baichuan-Audio layout
+    [6] vocoder      HiFT neural vocoder (GAN) on the corpus's 24 kHz audio, scored against Griffin-Lim on
+                     held-out copy synthesis
+    [7] generate     a spoken reply to a held-out audio prompt through HiFT (wav + PNG of its mel)
+    [8] export       every model to PyTorch safetensors in the Baichuan-Audio layout
 
 Each stage writes WORKDIR/<stage>/ and a DONE marker with its results; running the command again skips
 finished stages and resumes an interrupted one from its last checkpoint. The step counts and sizes are in
@@ -111,14 +113,28 @@ class Quickstart:
                             "model.cond_source=tokenizer", f"model.cond_dim={tok['model']['d_model']}",
                             f"model.tokenizer_checkpoint={self.path('1_tokenizer')}"])
 
+    def vocoder(self) -> dict:
+        """HiFT (GAN) on the prepared corpus's 24 kHz audio; then held-out copy synthesis against Griffin-Lim."""
+        from bajax.eval.copy_synthesis import compare
+        from bajax.flow.vocoder import GriffinLim
+        from bajax.speech.hift import HiFTVocoder
+
+        result = self._train("6_vocoder", "configs/vocoder/tiny.py",
+                             [f"train.steps={self.q.vocoder_steps}", f"data.source={self.path('2_prepare')}"])
+        scores = compare({"hift": HiFTVocoder.load(str(self.path("6_vocoder"))), "griffin_lim": GriffinLim()},
+                         count=4)
+        return {**result, **{f"{name}_{k}": v for name, s in scores.items() for k, v in s.items()
+                             if k != "utterances"}}
+
     def generate(self) -> dict:
         from bajax.speech.reply import Request, speak
 
-        out = self.path("6_generate")
+        out = self.path("7_generate")
         out.mkdir(parents=True, exist_ok=True)
         prompt = write_held_out_prompt(out / "prompt.wav")
         reply = speak(Request(lm=str(self.path("4_lm_stage2")), tokenizer=str(self.path("1_tokenizer")),
-                              flow=str(self.path("5_flow")), audio=str(prompt), output=str(out / "reply.wav"),
+                              flow=str(self.path("5_flow")), vocoder=str(self.path("6_vocoder")), audio=str(prompt),
+                              output=str(out / "reply.wav"),
                               seed=self.q.seed, max_len=2 * self.q.seq_len, max_frames=self.q.reply_frames,
                               min_audio_frames=self.q.reply_frames // 2))
         print(reply.text)
@@ -130,8 +146,9 @@ class Quickstart:
         from bajax.interop.export import export
 
         out = {}
-        for stage, name in (("1_tokenizer", "tokenizer"), ("4_lm_stage2", "lm"), ("5_flow", "flow")):
-            target = self.path("7_export") / name
+        for stage, name in (("1_tokenizer", "tokenizer"), ("4_lm_stage2", "lm"), ("5_flow", "flow"),
+                            ("6_vocoder", "vocoder")):
+            target = self.path("8_export") / name
             export(str(self.path(stage)), str(target), log=lambda *a: None)
             out[name] = str(target)
         return out
@@ -144,8 +161,9 @@ STAGES = (
     Stage("3_lm_stage1", "LLM stage 1: audio embeddings + audio head", Quickstart.lm_stage1),
     Stage("4_lm_stage2", "LLM stage 2: all but text embedding / LM head", Quickstart.lm_stage2),
     Stage("5_flow", "flow-matching decoder", Quickstart.flow),
-    Stage("6_generate", "spoken reply to a held-out prompt", Quickstart.generate),
-    Stage("7_export", "export to PyTorch (Baichuan layout)", Quickstart.export),
+    Stage("6_vocoder", "HiFT vocoder (GAN)", Quickstart.vocoder),
+    Stage("7_generate", "spoken reply to a held-out prompt", Quickstart.generate),
+    Stage("8_export", "export to PyTorch (Baichuan layout)", Quickstart.export),
 )
 
 
@@ -217,7 +235,12 @@ def summarize(qs: Quickstart, results: dict) -> str:
                 "two-stage audio training.", ""]
     out += ["Artifacts:"] + [f"- {stage.name}: {qs.path(stage.name)}" for stage in STAGES
                              if stage.name in results]
-    gen = results.get("6_generate", {})
+    voc = results.get("6_vocoder", {})
+    if "hift_mr_stft" in voc:
+        out += ["Held-out copy synthesis (4 valid-split utterances, lower is better): HiFT multi-resolution STFT "
+                f"distance {voc['hift_mr_stft']:.3f}, mel L1 {voc['hift_mel_l1']:.3f}; Griffin-Lim "
+                f"{voc['griffin_lim_mr_stft']:.3f}, {voc['griffin_lim_mel_l1']:.3f}.", ""]
+    gen = results.get("7_generate", {})
     for key in ("wav", "png"):
         if key in gen:
             out.append(f"- reply {key}: {gen[key]}")
@@ -231,8 +254,9 @@ SUMMARY_KEYS = {
     "3_lm_stage1": ("loss", "audio_loss", "eval_text_loss"),
     "4_lm_stage2": ("loss", "text_loss", "audio_loss", "eval_text_loss"),
     "5_flow": ("loss", "cfm_loss", "prior_mae"),
-    "6_generate": ("report",),
-    "7_export": ("lm", "tokenizer", "flow"),
+    "6_vocoder": ("loss", "mel_l1", "hift_mr_stft", "griffin_lim_mr_stft"),
+    "7_generate": ("report",),
+    "8_export": ("lm", "tokenizer", "flow", "vocoder"),
 }
 
 

@@ -17,6 +17,7 @@ def get_config():
     c.stage1_steps = 100     # [3] LM stage 1
     c.stage2_steps = 150     # [4] LM stage 2
     c.flow_steps = 200       # [5] flow decoder
-    c.reply_frames = 50      # [6] at most this many 12.5 Hz frames per spoken segment of the reply
+    c.vocoder_steps = 200    # [6] HiFT vocoder (GAN)
+    c.reply_frames = 50      # [7] at most this many 12.5 Hz frames per spoken segment of the reply
     c.lock()
     return c

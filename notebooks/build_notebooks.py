@@ -207,15 +207,15 @@ else:
 ## 4. A generated spoken reply
 
 Stage 6 of `bajax quickstart` feeds the held-out prompt above to the trained audio LLM, which answers with
-text and audio codes; the flow decoder and vocoder turn the codes into `WORKDIR/6_generate/reply.wav`. A tiny
+text and audio codes; the flow decoder and vocoder turn the codes into `WORKDIR/7_generate/reply.wav`. A tiny
 model trained for minutes babbles, but the whole path from speech in to speech out is real.
 """),
     code("""
-reply = workdir / '6_generate' / 'reply.wav'
+reply = workdir / '7_generate' / 'reply.wav'
 if reply.exists():
     reply_wave = audio_io.load(str(reply), 24000)
     print(f'{reply}: {len(reply_wave) / 24000:.2f} s')
-    done = workdir / '6_generate' / 'DONE'
+    done = workdir / '7_generate' / 'DONE'
     if done.exists():
         print('reply text:', json.loads(done.read_text()).get('text', ''))
     display(Audio(reply_wave, rate=24000))

@@ -75,7 +75,7 @@ def test_quickstart_notebook_tokenises_decodes_and_plays_a_reply(kernel_env, mon
     monkeypatch.setenv("BAJAX_NB_WORKDIR", str(workdir))
     # A stand-in generation result, so the reply cell's player and mel plot run too (stage 6 takes minutes).
     t = np.arange(24000) / 24000
-    audio_io.write(str(workdir / "6_generate" / "reply.wav"), 0.3 * np.sin(2 * np.pi * 220 * t), 24000)
+    audio_io.write(str(workdir / "7_generate" / "reply.wav"), 0.3 * np.sin(2 * np.pi * 220 * t), 24000)
     nb = execute("quickstart.ipynb", kernel_env)
     check_outputs(nb)
     assert (workdir / "notebook_tokenizer" / "checkpoints").is_dir()

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow  # end to end / several processes: minutes each
 
 ROOT = Path(__file__).resolve().parents[1]
 FEW = ["text_steps=3", "tokenizer_steps=3", "stage1_steps=2", "stage2_steps=2", "flow_steps=2",
-       "reply_frames=4", "seq_len=128", "prepare_workers=0"]
+       "reply_frames=4", "seq_len=128", "prepare_workers=0", "vocoder_steps=2"]
 
 
 def test_quickstart_interrupted_then_completes(tmp_path):
@@ -39,10 +39,11 @@ def test_quickstart_interrupted_then_completes(tmp_path):
     for stage in quickstart.STAGES:
         assert (work / stage.name / "DONE").exists(), stage.name
     assert json.loads((work / "0_text_lm" / "DONE").read_text())["seconds"] > 0
-    wave, sr = soundfile.read(work / "6_generate" / "reply.wav")
+    wave, sr = soundfile.read(work / "7_generate" / "reply.wav")
     assert sr == 24000 and len(wave) > 0 and len(wave) % 1920 == 0 and np.isfinite(wave).all()
-    assert (work / "6_generate" / "reply.png").stat().st_size > 1000
-    for name in ("lm", "tokenizer", "flow"):
-        assert any((work / "7_export" / name).glob("*.safetensors")), name
+    assert (work / "7_generate" / "reply.png").stat().st_size > 1000
+    for name in ("lm", "tokenizer", "flow", "vocoder"):
+        assert any((work / "8_export" / name).glob("*.safetensors")), name
     summary = (work / "summary.md").read_text()
     assert "Codebook usage / perplexity per RVQ layer" in summary and "Held-out text-only loss" in summary
+    assert "Held-out copy synthesis (4 valid-split utterances" in summary

@@ -27,6 +27,7 @@ COMMANDS = (
     ("prepare", "bajax.cli.prepare"),
     ("plan", "bajax.cli.plan"),
     ("generate", "bajax.cli.generate"),
+    ("vocode", "bajax.cli.vocode"),
     ("sweep", "bajax.cli.sweep"),
     ("encode", "bajax.cli.tokenizer"),
     ("decode", "bajax.cli.tokenizer"),

@@ -3,8 +3,10 @@ decoder and the vocoder.
 
   bajax generate --lm runs/lm_tiny --flow runs/flow_tiny_tok --text "Hello there." -o hello.wav
   bajax generate --lm runs/lm --tokenizer runs/tokenizer --flow runs/flow --audio question.wav -o answer.wav
+  bajax generate --lm runs/lm --flow runs/flow --vocoder runs/vocoder --text "Hello there." -o hello.wav
 
-Prints the generated text, writes the 24 kHz wav and a PNG of its mel (OUT.png unless --mel-png).
+Prints the generated text, writes the 24 kHz wav and a PNG of its mel (OUT.png unless --mel-png). The mel is
+spoken by Griffin-Lim, or by a trained HiFT vocoder run with --vocoder (configs/vocoder/).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def register(sub) -> None:
     p.add_argument("--text-tokenizer", default="",
                    help="tokenizer.json for the LM (default: the LM run's data.text_tokenizer)")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed,
-                   help="seeds LM sampling, flow noise and Griffin-Lim phases")
+                   help="seeds LM sampling, flow noise and the vocoder (Griffin-Lim phases, HiFT source noise)")
     g = p.add_argument_group("audio frames (reference demo defaults)")
     g.add_argument("--temperature", type=float, default=DEFAULTS.audio_sampling.temperature)
     g.add_argument("--top-k", type=int, default=DEFAULTS.audio_sampling.top_k)
@@ -84,7 +86,10 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=DEFAULTS.steps, help="flow Euler steps")
     p.add_argument("--guidance", type=float, default=DEFAULTS.guidance,
                    help="classifier-free guidance of the flow decoder")
-    p.add_argument("--gl-iters", type=int, default=DEFAULTS.gl_iters, help="Griffin-Lim iterations")
+    p.add_argument("--vocoder", default=DEFAULTS.vocoder,
+                   help="HiFT vocoder run (or its checkpoints/<step>) to speak the mel with (default: Griffin-Lim)")
+    p.add_argument("--gl-iters", type=int, default=DEFAULTS.gl_iters,
+                   help="Griffin-Lim iterations (without --vocoder)")
     p.add_argument("--no-cache", action="store_true",
                    help="recompute the whole sequence at every step (the reference path; slow)")
     p.set_defaults(func=run)

@@ -8,7 +8,8 @@ Frame arithmetic for L code frames (12.5 Hz, 80 ms each; the numbers come from t
   vocoder             4L x 480 = 1920 L samples at 24 kHz
 so every mel frame is exactly `hop` samples of output, as in training (the flow targets are the 24 kHz mels of
 whole code frames). The flow sampler runs N Euler steps with classifier-free guidance and seeded noise, so
-the same codes and seed give the same wave.
+the same codes and seed give the same wave. The vocoder is Griffin-Lim unless one is given (a trained HiFT
+run: `bajax.speech.hift.HiFTVocoder`).
 """
 
 from __future__ import annotations
@@ -116,8 +117,10 @@ class Synthesizer:
         return int(getattr(self.vocoder, "n_mels", 80))
 
     def __call__(self, codes, seed: int = 0, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """(wave [mel frames * hop] at the vocoder's rate, mel)."""
+        """(wave [mel frames * hop] at the vocoder's rate, mel); no codes, no samples."""
         mel = self.mel(codes, seed, index)
+        if len(mel) == 0:          # a vocoder may reject an empty mel (HiFTVocoder does)
+            return np.zeros((0,), np.float32), mel
         return np.asarray(self.vocoder(mel), np.float32), mel
 
     def long(self, codes, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,7 @@
 
 `speak` writes the 24 kHz wav and a PNG of its mel. Request fields are named after the `bajax generate` flags,
 and a bad request raises `UsageError` naming the flag and the fix, before any model is loaded where it can.
+The mel is spoken by Griffin-Lim, or by a trained HiFT vocoder run when `vocoder` names one.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Request:
     mel_png: str = ""                        # default: OUTPUT with .png
     system: str = DEFAULT_SYSTEM
     text_tokenizer: str = ""                 # default: the LM run's data.text_tokenizer
-    seed: int = 0                            # LM sampling, flow noise and Griffin-Lim phases
+    seed: int = 0                            # LM sampling, flow noise and the vocoder's (GL phases, HiFT source)
     audio_sampling: Sampling = Sampling()
     text_sampling: Sampling = TEXT_SAMPLING
     max_len: int = 0                         # prompt + generated tokens (0: the LM's data.seq_len)
@@ -44,7 +45,8 @@ class Request:
     min_audio_frames: int = _LIMITS.min_audio_frames
     steps: int = 10                          # flow Euler steps
     guidance: float = 0.7
-    gl_iters: int = 32
+    gl_iters: int = 32                       # Griffin-Lim iterations (when no `vocoder` is given)
+    vocoder: str = ""                        # a HiFT vocoder run (kind 'vocoder'); "" = Griffin-Lim
     cache: bool = True                       # False: recompute the whole sequence at every step (reference)
 
 
@@ -104,6 +106,17 @@ def _prompt(req: Request, tok, wave, synth, max_len: int):
     return np.asarray(tokens), all_codes
 
 
+def make_vocoder(req: Request):
+    """The request's vocoder: its HiFT run (a LoadError naming --vocoder when unusable) or Griffin-Lim."""
+    if req.vocoder:
+        from bajax.speech.hift import HiFTVocoder
+
+        return HiFTVocoder.load(req.vocoder, seed=req.seed, flag="vocoder")
+    from bajax.flow.vocoder import GriffinLim
+
+    return GriffinLim(n_iter=req.gl_iters, seed=req.seed)
+
+
 def speak(req: Request) -> Reply:
     """Loads the runs, generates, synthesises and writes req.output and its mel PNG. Raises UsageError (or
     another ValueError: LoadError, PromptError, bad codes) with a message that names the flag and the fix."""
@@ -115,16 +128,15 @@ def speak(req: Request) -> Reply:
     from bajax import runs
     from bajax.audio import io as audio_io
     from bajax.data import text as text_lib
-    from bajax.flow.vocoder import GriffinLim
     from bajax.speech import generate as gen
     from bajax.speech.pipeline import Synthesizer, save_mel_png
 
     t0 = time.perf_counter()
+    vocoder = make_vocoder(req)             # first: a wrong --vocoder fails before the LM is loaded
     lm = runs.load(req.lm, "lm", flag="lm")
     m = lm.cfg.model
     tok = text_lib.make(req.text_tokenizer or lm.cfg.data.text_tokenizer, vocab=m.vocab, vocab_size=m.vocab_size)
-    synth = Synthesizer.load(req.flow, req.tokenizer, steps=req.steps, guidance=req.guidance,
-                             vocoder=GriffinLim(n_iter=req.gl_iters, seed=req.seed))
+    synth = Synthesizer.load(req.flow, req.tokenizer, steps=req.steps, guidance=req.guidance, vocoder=vocoder)
     if tuple(synth.codebook_sizes) != tuple(int(c) for c in m.codebook_sizes):
         raise UsageError(f"--lm {req.lm} predicts codebooks of sizes {tuple(m.codebook_sizes)} but the tokenizer "
                          f"decodes {synth.codebook_sizes}; pass the tokenizer whose codes the LM was trained on")
@@ -141,7 +153,7 @@ def speak(req: Request) -> Reply:
     wave, mel = synth.long(out.frames, req.seed)
     t3 = time.perf_counter()
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-    if peak > 0.99:  # Griffin-Lim has no output scale: keep the wav inside [-1, 1] rather than clip it
+    if peak > 0.99:  # Griffin-Lim has no output scale (HiFT clamps at 0.99): keep the wav inside [-1, 1]
         wave = wave * (0.99 / peak)
     rate = synth.vocoder.sample_rate
     audio_io.write(req.output, wave, rate)

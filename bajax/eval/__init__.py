@@ -1,0 +1,1 @@
+"""Objective speech metrics (see each module)."""
