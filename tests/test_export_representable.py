@@ -15,22 +15,28 @@ from bajax.interop.import_torch import _abstract_shapes
 from tests.interop_util import write_model_run
 
 SHIPPED = ["configs/lm/tiny.py", "configs/lm/small.py", "configs/lm/7b.py", "configs/tokenizer/tiny.py",
-           "configs/tokenizer/base.py", "configs/flow/tiny.py", "configs/flow/base.py"]
+           "configs/tokenizer/base.py", "configs/flow/tiny.py", "configs/flow/base.py", "configs/vocoder/tiny.py",
+           "configs/vocoder/base.py"]
 
 
-def _reference(kind: str, fields: dict):
+def _reference(cfg):
     """The reference structure of a component, on the meta device (no memory, so 7B is instant)."""
     import torch
 
     from tests.torch_ref.flow import FlowRef
+    from tests.torch_ref.hift import from_config
     from tests.torch_ref.lm import OmniLM
     from tests.torch_ref.tokenizer import TokenizerRef
 
+    if cfg.kind == "vocoder":      # hift.pt: the generator's state dict, built from the generator's settings
+        return from_config(cfg.model.to_dict())
+    fields = models.get(cfg.kind).layout.reference_config(cfg)
     with torch.device("meta"):
-        return {"lm": OmniLM, "tokenizer": TokenizerRef, "flow": FlowRef}[kind](fields)
+        return {"lm": OmniLM, "tokenizer": TokenizerRef, "flow": FlowRef}[cfg.kind](fields)
 
 
 @pytest.mark.torch
+@pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")
 @pytest.mark.parametrize("spec", SHIPPED)
 def test_shipped_config_exports_what_the_reference_structure_holds(spec, tmp_path):
     cfg = config.load(spec)
@@ -41,7 +47,7 @@ def test_shipped_config_exports_what_the_reference_structure_holds(spec, tmp_pat
     assert layout.nonreference(cfg) == [], f"{spec} departs from the reference"
     shapes = _abstract_shapes(cfg)
     exported = {e.name: tuple(e.torch_shape(shapes)) for e in layout.entries(shapes)}
-    ref = _reference(cfg.kind, layout.reference_config(cfg))
+    ref = _reference(cfg)
     want = {k: tuple(v.shape) for k, v in ref.state_dict().items() if layout.owns(k)}
     assert exported == want
 
@@ -62,6 +68,7 @@ def _tiny_run(tmp_path, kind: str, **model):
     ("flow", {"chunk": 50}, r"model.chunk=50: the reference always uses 100"),
     ("tokenizer", {"refine_kernel": 3}, r"model.refine_kernel=3: the reference refine net's convolutions are "
                                         r"always 5 wide"),
+    ("vocoder", {"f0_layers": 4}, r"model.f0_layers=4: the reference F0 predictor has 5 convs"),
 ])
 def test_export_refuses_a_config_the_reference_cannot_build(tmp_path, capsys, kind, model, message):
     run = _tiny_run(tmp_path, kind, **model)
