@@ -1,4 +1,4 @@
-"""The registry of model kinds: no kind is decided by hand outside it, and a fourth kind registered here
+"""The registry of model kinds: no kind is decided by hand outside it, and a toy kind registered here
 trains, checkpoints, resumes, loads onto another mesh, exports and imports through the generic paths."""
 
 import re
@@ -50,7 +50,7 @@ def test_builtin_kinds_and_unknown_kind_message():
         config_lib.defaults("codec")
 
 
-# -- a toy fourth kind ---------------------------------------------------------------------------------
+# -- a toy kind ---------------------------------------------------------------------------------------
 
 class Toy(nnx.Module):
     """y = tanh(x @ w) * scale, with logical axes so meshes shard it."""
