@@ -14,10 +14,13 @@ from tests.test_train import flat_params, run_steps
 TINY = str(Path(__file__).resolve().parents[1] / "configs" / "vocoder" / "tiny.py")
 # 2 code frames = 8 mel frames = 3,840 samples per row: the smallest crop every discriminator accepts. The
 # schedules' length is pinned (not train.steps), so every test compiles the same step (the compilation cache
-# then serves the later tests; the GAN step takes minutes to compile on 2 cores).
+# then serves the later tests; the GAN step takes minutes to compile on 2 cores). The learning rates are the
+# reference's 2e-4 (the tiny config's 1e-3 is for short CPU runs): Adam's first update is ~lr x sign(g), so
+# a parameter whose gradient is ~0 moves by +-lr on the sign of rounding noise, which differs between 1 and 8
+# devices (another summation order) and shows in the next step's losses in proportion to lr.
 FAST = ["data.audio.crop_seconds=0.16", "train.batch_size=8", "metrics.log_every=1", "metrics.tensorboard=false",
         "checkpoint.every=2", "train.eval_every=0", "checkpoint.async_save=false", "optim.decay_steps=4",
-        "optim_disc.decay_steps=4", "train.eval_batches=1"]
+        "optim_disc.decay_steps=4", "train.eval_batches=1", "optim.lr=2e-4", "optim_disc.lr=2e-4"]
 ONE = jax.devices()[:1]
 METRICS = ("loss", "loss_disc", "loss_gen", "disc_loss", "gen_loss", "fm_loss", "mel_l1", "f0_loss", "tpr_loss",
            "grad_norm_disc", "grad_norm_gen")
