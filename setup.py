@@ -42,6 +42,25 @@ setup(
             "gcsfs==2026.10.1",
             "google-cloud-storage==3.17.2",
         ],
+        # Objective speech metrics (bajax/eval): every model ships inside its wheel, so all run offline.
+        # pesq and webrtcvad (resemblyzer's VAD) are sdists built with a C compiler. speechmos declares no
+        # dependencies: librosa, onnxruntime and requests are what it imports. torch/transformers as in `torch`
+        # (resemblyzer's encoder; the whisper:DIR recogniser).
+        "eval": [
+            "pesq==0.0.4",
+            "pystoi==0.4.1",
+            "speechmos==0.0.1.1",
+            "onnxruntime==1.32.0",
+            "librosa==0.11.0",
+            "requests==2.34.2",
+            "resemblyzer==0.1.4",
+            "webrtcvad==2.0.10",
+            "torch==2.13.0",
+            "transformers==5.23.0",
+            "pocketsphinx==5.1.1",
+            "jiwer==4.0.0",
+            "whisper-normalizer==0.1.15",
+        ],
     },
     entry_points={"console_scripts": ["bajax=bajax.cli:console_main"]},
 )

@@ -15,12 +15,12 @@ from bajax.config import defaults
 def get_config():
     c = defaults("vocoder")
     c.train.steps = 600
-    c.train.batch_size = 4
+    c.train.batch_size = 8
     c.optim.lr = 1e-3
     c.optim_disc.lr = 1e-3
     c.checkpoint.every = 200
     c.metrics.log_every = 20
     c.train.eval_every = 300
     c.train.eval_batches = 2
-    c.data.audio.crop_seconds = 0.48     # 24 mel frames = 11,520 samples per row
+    c.data.audio.crop_seconds = 0.24     # 12 mel frames = 5,760 samples per row
     return c
