@@ -45,11 +45,10 @@ from flax import nnx
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)                              # tests.torch_ref
 
+from bajax.audio.mel import LOG_MEL_FLOOR  # noqa: E402
 from bajax.train.peak import probe_peak  # noqa: E402
 from bajax.vocoder.config import reference_model_config  # noqa: E402
 from bajax.vocoder.flops import generator_flops  # noqa: E402
-
-MEL_FLOOR = float(np.log(1e-5))
 
 
 def _threads() -> int:
@@ -68,7 +67,7 @@ def _stats(times: list[float]) -> dict:
 def _random_mel(frames: int, seed: int = 0) -> np.ndarray:
     """A log-mel-like [1, frames, 80] float32 (values in the range of flow_mel_24k, floored at ln 1e-5)."""
     rng = np.random.default_rng(seed)
-    return np.maximum(rng.normal(-5.0, 2.0, (1, frames, 80)), MEL_FLOOR).astype(np.float32)
+    return np.maximum(rng.normal(-5.0, 2.0, (1, frames, 80)), LOG_MEL_FLOOR).astype(np.float32)
 
 
 # -- 1. synthesis ------------------------------------------------------------------------------------------
@@ -197,39 +196,23 @@ def train_step(spec: str, overrides: list[str], steps: int) -> dict:
 # -- 3. quality ---------------------------------------------------------------------------------------------
 
 def quality(run: str, n_files: int, seconds: float) -> dict:
-    from bajax.audio import io as audio_io
-    from bajax.audio.mel import flow_mel_24k
-    from bajax.audio.resample import resample
-    from bajax.data import manifest, sources
-    from bajax.eval.spectral import mel_l1, mr_stft_distance
+    from bajax.eval.copy_synthesis import held_out_waves, score
     from bajax.flow.vocoder import GriffinLim
     from bajax.speech.hift import HiFTVocoder
 
-    entries, _ = manifest.read(str(sources.corpus_dir() / "manifest.jsonl"))
-    files: list[str] = []
-    for e in entries:
-        if e.split == "valid" and e.audio[0] not in files:
-            files.append(e.audio[0])
-    files = files[:n_files]
     hift, gl = HiFTVocoder.load(run), GriffinLim()
-    rows = []
-    for path in files:
-        wave, sr = audio_io.read(path)
-        wave = resample(wave, sr, 24000)[:int(seconds * 24000)]
-        mel = np.asarray(flow_mel_24k(wave), np.float32)
-        wave = wave[:mel.shape[0] * 480]
-        row = {"file": os.path.basename(path), "seconds": round(len(wave) / 24000, 2)}
-        for name, vocoder in (("hift", hift), ("griffin_lim", gl)):
-            est = vocoder(mel)
-            row[name] = {"mr_stft": round(mr_stft_distance(wave, est), 4), "mel_l1": round(mel_l1(wave, est), 4)}
-        rows.append(row)
+    waves = held_out_waves(n_files, seconds)
+    rows = score({"hift": hift, "griffin_lim": gl}, waves)
     mean = {name: {k: round(float(np.mean([r[name][k] for r in rows])), 4) for k in ("mr_stft", "mel_l1")}
             for name in ("hift", "griffin_lim")}
+    per_file = [{"seconds": round(len(w) / 24000, 2),
+                 **{name: {k: round(v, 4) for k, v in r[name].items()} for name in r}}
+                for w, r in zip(waves, rows)]
     return {"run": hift.source, "files": len(rows), "split": "valid", "seconds_each": seconds,
             "griffin_lim_iters": gl.n_iter, "mean": mean,
             "hift_over_griffin_lim": {k: round(mean["hift"][k] / mean["griffin_lim"][k], 3)
                                       for k in ("mr_stft", "mel_l1")},
-            "per_file": rows}
+            "per_file": per_file}
 
 
 def main() -> None:

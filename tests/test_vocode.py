@@ -18,8 +18,9 @@ from flax import nnx
 from bajax import config as config_lib
 from bajax import models
 from bajax import runs as runs_lib
+from bajax.audio.mel import LOG_MEL_FLOOR
 from bajax.interop import rundir
-from bajax.speech.hift import MEL_FLOOR, HiFTVocoder
+from bajax.speech.hift import HiFTVocoder
 
 # A narrow generator (and small discriminators) so the model builds and compiles in seconds.
 SMALL = ["model.base_channels=8", "model.f0_cond_channels=8", "model.nb_harmonics=2", "model.f0_layers=2",
@@ -61,7 +62,7 @@ def test_hift_vocoder_is_the_generator_under_jit_padded_to_a_bucket_and_seeded(r
     np.testing.assert_array_equal(vocoder(mel), wave)                   # the same key every call
     # The same computation as the generator itself on the mel padded with silence to 50 frames.
     generator = runs_lib.load(run_dirs["vocoder"], "vocoder").model.generator
-    padded = np.concatenate([mel, np.full((13, 80), MEL_FLOOR, np.float32)])[None]
+    padded = np.concatenate([mel, np.full((13, 80), LOG_MEL_FLOOR, np.float32)])[None]
     direct = nnx.jit(lambda g, m, k: g(m, k)[0])(generator, padded, jax.random.key(3))
     assert direct.shape == (1, 50 * 480)
     # Two separate XLA compilations of the same fp32 graph: equal up to reassociation.

@@ -145,6 +145,9 @@ def whisper_log_mel(wav, lengths=None, *, n_mels: int = 128, n_fft: int = 400, h
     return _finish(log, mel_lengths, valid, single, xp)
 
 
+LOG_MEL_FLOOR = float(np.log(1e-5))   # hifigan_log_mel's (and flow_mel_24k's) value of digital silence
+
+
 def hifigan_log_mel(wav, lengths=None, *, n_mels: int = 80, n_fft: int = 1024, hop: int = 256,
                     sample_rate: int = 16000, fmin: float = 0.0, fmax: float | None = 8000.0,
                     clamp: float = 1e-5, mag_eps: float = 0.0):

@@ -30,13 +30,13 @@ from __future__ import annotations
 import grain
 import numpy as np
 
+from bajax.audio.mel import LOG_MEL_FLOOR
 from bajax.data import records, sources
 from bajax.data import text as text_lib
 from bajax.data.lm_pipeline import _prefetch, pad_rows
 
 FRAME16, FRAME_MEL = 1280, 4  # samples at 16 kHz and 24 kHz mel frames per 12.5 Hz code frame
 FRAME24 = 1920                # samples at 24 kHz per code frame (4 mel frames of hop 480)
-MEL_LOG_FLOOR = float(np.log(1e-5))   # flow_mel_24k of digital silence
 
 
 def _frames_of(seconds: float) -> int:
@@ -112,7 +112,7 @@ class VocoderView:
         samples, mels = self.crop * FRAME24, self.crop * FRAME_MEL
         w = np.zeros(samples, np.float32)
         w[: n * FRAME24] = arrays["wave24"][start * FRAME24 : (start + n) * FRAME24].astype(np.float32) / 32767.0
-        mel = np.full((mels, arrays["mel24"].shape[-1]), MEL_LOG_FLOOR, np.float32)
+        mel = np.full((mels, arrays["mel24"].shape[-1]), LOG_MEL_FLOOR, np.float32)
         mel[: n * FRAME_MEL] = arrays["mel24"][start * FRAME_MEL : (start + n) * FRAME_MEL]
         return {"wave24": w, "mel24": mel, "pitch": f0_of(w, mels)}
 

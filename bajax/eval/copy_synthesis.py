@@ -34,17 +34,20 @@ def held_out_waves(count: int = 8, seconds: float = 3.0) -> list[np.ndarray]:
     return waves
 
 
-def compare(vocoders: dict, count: int = 8, seconds: float = 3.0) -> dict[str, dict[str, float]]:
-    """{vocoder name: {"mr_stft": mean, "mel_l1": mean, "utterances": n}} for `{name: Vocoder}`."""
+def score(vocoders: dict, waves: list[np.ndarray]) -> list[dict[str, dict[str, float]]]:
+    """Per wave, {vocoder name: {"mr_stft", "mel_l1"}} of `{name: Vocoder}` resynthesising its mel."""
     from bajax.audio.mel import flow_mel_24k
 
-    waves = held_out_waves(count, seconds)
-    scores = {name: {"mr_stft": [], "mel_l1": []} for name in vocoders}
+    rows = []
     for wave in waves:
         mel = flow_mel_24k(wave)
-        for name, vocoder in vocoders.items():
-            out = np.asarray(vocoder(mel), np.float32)
-            scores[name]["mr_stft"].append(mr_stft_distance(wave, out))
-            scores[name]["mel_l1"].append(mel_l1(wave, out))
-    return {name: {k: float(np.mean(v)) for k, v in s.items()} | {"utterances": len(waves)}
-            for name, s in scores.items()}
+        rows.append({name: {"mr_stft": mr_stft_distance(wave, out), "mel_l1": mel_l1(wave, out)}
+                     for name, out in ((name, np.asarray(v(mel), np.float32)) for name, v in vocoders.items())})
+    return rows
+
+
+def compare(vocoders: dict, count: int = 8, seconds: float = 3.0) -> dict[str, dict[str, float]]:
+    """{vocoder name: {"mr_stft": mean, "mel_l1": mean, "utterances": n}} for `{name: Vocoder}`."""
+    rows = score(vocoders, held_out_waves(count, seconds))
+    return {name: {k: float(np.mean([r[name][k] for r in rows])) for k in ("mr_stft", "mel_l1")}
+            | {"utterances": len(rows)} for name in vocoders}

@@ -46,9 +46,8 @@ def default_model_config() -> ConfigDict:
 
 def reference_optimizer() -> ConfigDict:
     """CosyVoice-2 `train_conf_gan`: Adam lr 2e-4, constant schedule, grad clip 5 (generator and discriminator)."""
-    o = ConfigDict({"lr": 2e-4, "end_lr_ratio": 1.0, "warmup_steps": 0, "decay_steps": 0, "b1": 0.9, "b2": 0.999,
-                    "eps": 1e-8, "weight_decay": 0.0, "clip_norm": 5.0})
-    return o
+    return ConfigDict({"lr": 2e-4, "end_lr_ratio": 1.0, "warmup_steps": 0, "decay_steps": 0, "b1": 0.9, "b2": 0.999,
+                       "eps": 1e-8, "weight_decay": 0.0, "clip_norm": 5.0})
 
 
 def extra_config() -> dict:

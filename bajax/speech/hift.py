@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-MEL_FLOOR = float(np.log(1e-5))     # ln of the mel's clamp (hifigan_log_mel): the value of silence
+from bajax.audio.mel import LOG_MEL_FLOOR
+
 SAMPLE_RATE = 24000
 N_MELS = 80                         # bins of bajax.audio.mel.flow_mel_24k
 
@@ -56,7 +57,7 @@ def check_mel(mel, n_mels: int = N_MELS, hop: int = 480) -> np.ndarray:
         frame = int(np.argwhere(bad)[0, 0])
         raise ValueError(f"the mel holds {int(bad.sum())} NaN or infinite values (the first in frame {frame}); "
                          f"fix what produced it (a log-mel of bajax.audio.mel.flow_mel_24k is finite, "
-                         f">= ln(1e-5) = {MEL_FLOOR:.2f})")
+                         f">= ln(1e-5) = {LOG_MEL_FLOOR:.2f})")
     return mel
 
 
@@ -128,7 +129,7 @@ class HiFTVocoder:
         frames = mel.shape[0]
         self.compile(frames)
         padded = self.padded_frames(frames)
-        full = np.full((1, padded, self.n_mels), MEL_FLOOR, np.float32)
+        full = np.full((1, padded, self.n_mels), LOG_MEL_FLOOR, np.float32)
         full[0, :frames] = mel
         wave = self._executables[padded](self._state, full, self._key)
         return np.asarray(wave, np.float32)[:frames * self.hop]      # cut on the host: no op per length
