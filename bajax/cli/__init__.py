@@ -28,6 +28,7 @@ COMMANDS = (
     ("plan", "bajax.cli.plan"),
     ("generate", "bajax.cli.generate"),
     ("vocode", "bajax.cli.vocode"),
+    ("eval", "bajax.cli.eval"),
     ("sweep", "bajax.cli.sweep"),
     ("encode", "bajax.cli.tokenizer"),
     ("decode", "bajax.cli.tokenizer"),
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     rest, overrides = _split_overrides(argv)
     _setup_runtime(rest)
     args = build_parser().parse_args(rest)
+    args.argv = tuple(argv)      # the command as given, for results that record it (bajax eval)
     if overrides and not getattr(args, "accepts_overrides", False):
         raise SystemExit(f"bajax {args.command}: --config.* overrides apply to commands that take --config")
     return int(args.func(args, overrides) or 0)

@@ -32,6 +32,7 @@ def request(args):
     """The parsed flags as a `bajax.speech.reply.Request` (its fields are named after the flags)."""
     audio, text = _samplings(args)
     same = {f.name: getattr(args, f.name) for f in dataclasses.fields(Request) if hasattr(args, f.name)}
+    same.setdefault("output", "")       # bajax eval writes no wav of its own
     return Request(**same, audio_sampling=audio, text_sampling=text, cache=not args.no_cache)
 
 
@@ -51,15 +52,28 @@ def run(args, overrides) -> int:
 def register(sub) -> None:
     p = sub.add_parser("generate", help="speak with the audio LLM: text or a spoken question in, speech out",
                        description=__doc__, formatter_class=_formatter())
-    p.add_argument("--lm", required=True, help="audio LLM run directory (or its checkpoints/<step>)")
-    p.add_argument("--flow", required=True, help="flow decoder run trained with model.cond_source=tokenizer")
-    p.add_argument("--tokenizer", default=None,
-                   help="tokenizer run (default: the flow run's model.tokenizer_checkpoint)")
+    add_model_flags(p)
     prompt = p.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--text", help="text to speak (TTS layout: text <audiogen_start> ...)")
     prompt.add_argument("--audio", help="spoken question (speech-to-speech layout of SPEC section 3)")
     p.add_argument("-o", "--output", required=True, help="output wav (24 kHz)")
     p.add_argument("--mel-png", default="", help="PNG of the output mel (default: OUT.png)")
+    add_generation_flags(p)
+    p.set_defaults(func=run)
+
+
+def add_model_flags(p) -> None:
+    """--lm, --flow, --tokenizer, --vocoder: the runs that speak (also `bajax eval tts|s2s`)."""
+    p.add_argument("--lm", required=True, help="audio LLM run directory (or its checkpoints/<step>)")
+    p.add_argument("--flow", required=True, help="flow decoder run trained with model.cond_source=tokenizer")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer run (default: the flow run's model.tokenizer_checkpoint)")
+    p.add_argument("--vocoder", default=DEFAULTS.vocoder,
+                   help="HiFT vocoder run (or its checkpoints/<step>) to speak the mel with (default: Griffin-Lim)")
+
+
+def add_generation_flags(p) -> None:
+    """Sampling, limits and synthesis settings of a `Request` (also `bajax eval tts|s2s`)."""
     p.add_argument("--system", default=DEFAULTS.system, help="system prompt of the speech-to-speech layout")
     p.add_argument("--text-tokenizer", default="",
                    help="tokenizer.json for the LM (default: the LM run's data.text_tokenizer)")
@@ -86,13 +100,10 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=DEFAULTS.steps, help="flow Euler steps")
     p.add_argument("--guidance", type=float, default=DEFAULTS.guidance,
                    help="classifier-free guidance of the flow decoder")
-    p.add_argument("--vocoder", default=DEFAULTS.vocoder,
-                   help="HiFT vocoder run (or its checkpoints/<step>) to speak the mel with (default: Griffin-Lim)")
     p.add_argument("--gl-iters", type=int, default=DEFAULTS.gl_iters,
                    help="Griffin-Lim iterations (without --vocoder)")
     p.add_argument("--no-cache", action="store_true",
                    help="recompute the whole sequence at every step (the reference path; slow)")
-    p.set_defaults(func=run)
 
 
 def _formatter():

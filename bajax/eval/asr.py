@@ -34,6 +34,7 @@ class Recognizer(abc.ABC):
     """Speech -> text. `name` identifies the recogniser (and its model) in reports."""
 
     name: str
+    languages: tuple[str, ...] | None = None     # what it transcribes; None = any (it detects the language)
 
     @abc.abstractmethod
     def transcribe(self, wave, sr: int) -> str:
@@ -55,6 +56,7 @@ class PocketSphinx(Recognizer):
     """Offline US-English recognition with the model in the pocketsphinx wheel. `config` overrides decoder
     settings (e.g. `lw=8.0`); the default settings are PocketSphinx's own."""
 
+    languages = ("en",)
     PAD_S = 0.25
     DITHER = 1e-4  # RMS of the added Gaussian noise: -80 dBFS, about 3 LSB of 16-bit audio
 
@@ -93,6 +95,7 @@ class Whisper(Recognizer):
         transformers = require("transformers", "the whisper recogniser")
         self.name = f"whisper:{directory}"
         self.language = language
+        self.languages = None if language is None else (language,)
         self.processor = transformers.WhisperProcessor.from_pretrained(directory, local_files_only=True)
         self.model = transformers.WhisperForConditionalGeneration.from_pretrained(
             directory, local_files_only=True).eval()

@@ -103,10 +103,15 @@ class Synthesizer:
                              f"decoder's {self.max_codes} frames; decode shorter pieces (lower --max-frames)")
         return codes.astype(np.int32)
 
-    def mel(self, codes, seed: int = 0, index: int = 0) -> np.ndarray:
+    def mel(self, codes, seed: int = 0, index: int = 0, depth: int | None = None) -> np.ndarray:
         """The 24 kHz log-mel [mel_per_code * L, n_mels] of codes [L, 8]; noise from key(seed) folded with
-        `index` (the segment number when several are synthesised)."""
+        `index` (the segment number when several are synthesised). `depth` k decodes only the first k RVQ
+        layers (the others add nothing: code -1), as the tokenizer's layerwise dropout trained it to."""
         codes = self.check_codes(codes)
+        if depth is not None:
+            if not 1 <= depth <= codes.shape[1]:
+                raise ValueError(f"RVQ depth {depth} outside 1..{codes.shape[1]}")
+            codes[:, depth:] = -1
         if len(codes) == 0:
             return np.zeros((0, self.vocoder_mels()), np.float32)
         mel = self._mel_fn(self.flow_state, jnp.asarray(codes[None]),
@@ -116,21 +121,22 @@ class Synthesizer:
     def vocoder_mels(self) -> int:
         return int(getattr(self.vocoder, "n_mels", 80))
 
-    def __call__(self, codes, seed: int = 0, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, codes, seed: int = 0, index: int = 0, depth: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
         """(wave [mel frames * hop] at the vocoder's rate, mel); no codes, no samples."""
-        mel = self.mel(codes, seed, index)
+        mel = self.mel(codes, seed, index, depth)
         if len(mel) == 0:          # a vocoder may reject an empty mel (HiFTVocoder does)
             return np.zeros((0,), np.float32), mel
         return np.asarray(self.vocoder(mel), np.float32), mel
 
-    def long(self, codes, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def long(self, codes, seed: int = 0, depth: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Codes of any length: synthesised as one utterance (one compiled shape, no seams between a
         generation's audio segments), in consecutive pieces of at most `max_codes` frames when longer than
         the tokenizer decoder's positions (noise of piece i seeded by (seed, i))."""
         codes = np.asarray(codes).reshape(-1, len(self.codebook_sizes))
         waves, mels = [], []
         for i, start in enumerate(range(0, len(codes), self.max_codes)):
-            wave, mel = self(codes[start:start + self.max_codes], seed, i)
+            wave, mel = self(codes[start:start + self.max_codes], seed, i, depth)
             waves.append(wave)
             mels.append(mel)
         if not waves:

@@ -86,21 +86,22 @@ def _read_prompt_audio(req: Request, sample_rate: int = 16000):
         raise UsageError(f"--audio {req.audio}: {e}") from e
 
 
-def _prompt(req: Request, tok, wave, synth, max_len: int):
+def _prompt(tok, synth, max_len: int, *, system: str, text: str | None = None, wave=None,
+            audio_name: str = "the question"):
     import numpy as np
 
     from bajax.models.tokenizer import load_encode_fn
     from bajax.speech import generate as gen
 
-    if req.text is not None:
-        return gen.text_prompt(req.text, tok)
+    if text is not None:
+        return gen.text_prompt(text, tok)
 
     codes = load_encode_fn(synth.tokenizer_run)(wave)
-    tokens, all_codes = gen.audio_prompt(codes, tok, req.system)
+    tokens, all_codes = gen.audio_prompt(codes, tok, system)
     if len(tokens) + 2 > max_len:
         room = max_len - 2 - (len(tokens) - len(codes))
         raise UsageError(
-            f"--audio {req.audio} is {len(wave) / 16000:.1f} s = {len(codes)} code frames; with the system prompt "
+            f"--audio {audio_name} is {len(wave) / 16000:.1f} s = {len(codes)} code frames; with the system prompt "
             f"the prompt is {len(tokens)} tokens, over --max-len {max_len} (room for {max(room, 0)} frames "
             f"= {max(room, 0) / synth.code_rate:.1f} s); trim the recording or raise --max-len")
     return np.asarray(tokens), all_codes
@@ -117,52 +118,95 @@ def make_vocoder(req: Request):
     return GriffinLim(n_iter=req.gl_iters, seed=req.seed)
 
 
+@dataclasses.dataclass(frozen=True)
+class Generated:
+    text: str            # the generated text (raw)
+    wave: object         # float32 [samples] at `sample_rate`, peak-limited to 0.99
+    mel: object          # [frames, n_mels]
+    sample_rate: int
+    frames: int          # generated code frames
+    segments: int        # audio segments with frames
+    stop: str
+    lm_seconds: float
+    synthesis_seconds: float
+
+
+class Talker:
+    """The loaded runs of a Request (vocoder, LM, text tokenizer, tokenizer + flow decoder), for many replies:
+    `bajax generate` makes one, `bajax eval tts|s2s` one per utterance."""
+
+    def __init__(self, req: Request):
+        from bajax import runs
+        from bajax.data import text as text_lib
+        from bajax.speech.pipeline import Synthesizer
+
+        self.req = req
+        vocoder = make_vocoder(req)             # first: a wrong --vocoder fails before the LM is loaded
+        self.lm = runs.load(req.lm, "lm", flag="lm")
+        m = self.lm.cfg.model
+        self.tok = text_lib.make(req.text_tokenizer or self.lm.cfg.data.text_tokenizer, vocab=m.vocab,
+                                 vocab_size=m.vocab_size)
+        self.synth = Synthesizer.load(req.flow, req.tokenizer, steps=req.steps, guidance=req.guidance,
+                                      vocoder=vocoder)
+        if tuple(self.synth.codebook_sizes) != tuple(int(c) for c in m.codebook_sizes):
+            raise UsageError(f"--lm {req.lm} predicts codebooks of sizes {tuple(m.codebook_sizes)} but the "
+                             f"tokenizer decodes {self.synth.codebook_sizes}; pass the tokenizer whose codes the "
+                             "LM was trained on")
+        self.max_len = req.max_len or int(self.lm.cfg.data.seq_len)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.synth.vocoder.sample_rate)
+
+    def __call__(self, *, text: str | None = None, question=None, seed: int | None = None,
+                 audio_name: str = "the question") -> Generated:
+        """A reply to `text` (TTS layout) or to `question` (16 kHz wave, speech-to-speech layout)."""
+        import jax
+        import numpy as np
+
+        from bajax.speech import generate as gen
+
+        req = self.req
+        seed = req.seed if seed is None else seed
+        tokens, codes = _prompt(self.tok, self.synth, self.max_len, system=req.system, text=text, wave=question,
+                                audio_name=audio_name)
+        t1 = time.perf_counter()
+        out = gen.run(self.lm.model, self.tok, tokens, codes, key=jax.random.key(seed),
+                      audio_sampling=req.audio_sampling, text_sampling=req.text_sampling, cache=req.cache,
+                      limits=Limits(max_len=self.max_len, max_frames=req.max_frames,
+                                    max_text_tokens=req.max_text_tokens, min_audio_frames=req.min_audio_frames))
+        t2 = time.perf_counter()
+        wave, mel = self.synth.long(out.frames, seed)
+        t3 = time.perf_counter()
+        peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+        if peak > 0.99:  # Griffin-Lim has no output scale (HiFT clamps at 0.99): keep the wav inside [-1, 1]
+            wave = wave * (0.99 / peak)
+        return Generated(text=out.text, wave=wave, mel=mel, sample_rate=self.sample_rate, frames=len(out.frames),
+                         segments=sum(1 for s in out.segments if len(s.codes)), stop=out.stop,
+                         lm_seconds=t2 - t1, synthesis_seconds=t3 - t2)
+
+
 def speak(req: Request) -> Reply:
     """Loads the runs, generates, synthesises and writes req.output and its mel PNG. Raises UsageError (or
     another ValueError: LoadError, PromptError, bad codes) with a message that names the flag and the fix."""
     check(req)
     question = _read_prompt_audio(req)
-    import jax
-    import numpy as np
-
-    from bajax import runs
     from bajax.audio import io as audio_io
-    from bajax.data import text as text_lib
-    from bajax.speech import generate as gen
-    from bajax.speech.pipeline import Synthesizer, save_mel_png
+    from bajax.speech.pipeline import save_mel_png
 
     t0 = time.perf_counter()
-    vocoder = make_vocoder(req)             # first: a wrong --vocoder fails before the LM is loaded
-    lm = runs.load(req.lm, "lm", flag="lm")
-    m = lm.cfg.model
-    tok = text_lib.make(req.text_tokenizer or lm.cfg.data.text_tokenizer, vocab=m.vocab, vocab_size=m.vocab_size)
-    synth = Synthesizer.load(req.flow, req.tokenizer, steps=req.steps, guidance=req.guidance, vocoder=vocoder)
-    if tuple(synth.codebook_sizes) != tuple(int(c) for c in m.codebook_sizes):
-        raise UsageError(f"--lm {req.lm} predicts codebooks of sizes {tuple(m.codebook_sizes)} but the tokenizer "
-                         f"decodes {synth.codebook_sizes}; pass the tokenizer whose codes the LM was trained on")
-    max_len = req.max_len or int(lm.cfg.data.seq_len)
-    tokens, codes = _prompt(req, tok, question, synth, max_len)
-    t1 = time.perf_counter()
-    out = gen.run(lm.model, tok, tokens, codes, key=jax.random.key(req.seed), audio_sampling=req.audio_sampling,
-                  text_sampling=req.text_sampling, cache=req.cache,
-                  limits=Limits(max_len=max_len, max_frames=req.max_frames, max_text_tokens=req.max_text_tokens,
-                                min_audio_frames=req.min_audio_frames))
-    t2 = time.perf_counter()
-    frames = len(out.frames)
-    n_segments = sum(1 for s in out.segments if len(s.codes))
-    wave, mel = synth.long(out.frames, req.seed)
-    t3 = time.perf_counter()
-    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-    if peak > 0.99:  # Griffin-Lim has no output scale (HiFT clamps at 0.99): keep the wav inside [-1, 1]
-        wave = wave * (0.99 / peak)
-    rate = synth.vocoder.sample_rate
-    audio_io.write(req.output, wave, rate)
+    talker = Talker(req)
+    load_s = time.perf_counter() - t0
+    got = talker(text=req.text, question=question, audio_name=req.audio or "")
+    rate, hop = got.sample_rate, talker.synth.vocoder.hop
+    audio_io.write(req.output, got.wave, rate)
     png = req.mel_png or os.path.splitext(req.output)[0] + ".png"
-    save_mel_png(mel, png, title=f"{os.path.basename(req.output)}: {frames} code frames",
-                 frame_rate=rate / synth.vocoder.hop)
+    save_mel_png(got.mel, png, title=f"{os.path.basename(req.output)}: {got.frames} code frames",
+                 frame_rate=rate / hop)
     # Control characters an undertrained LM may emit are shown escaped, never sent raw to the terminal.
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in out.text)
-    report = (f"wrote {req.output}: {len(wave)} samples = {len(wave) / rate:.2f} s at {rate} Hz from {frames} code "
-              f"frames in {n_segments} audio segment(s) ({mel.shape[0]} mel frames x {synth.vocoder.hop}); mel {png}; "
-              f"stop: {out.stop}; load {t1 - t0:.1f} s, LM {t2 - t1:.1f} s, synthesis {t3 - t2:.1f} s")
-    return Reply(text=text, wav=req.output, png=png, frames=frames, report=report)
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in got.text)
+    report = (f"wrote {req.output}: {len(got.wave)} samples = {len(got.wave) / rate:.2f} s at {rate} Hz from "
+              f"{got.frames} code frames in {got.segments} audio segment(s) ({got.mel.shape[0]} mel frames x "
+              f"{hop}); mel {png}; stop: {got.stop}; load {load_s:.1f} s, LM {got.lm_seconds:.1f} s, "
+              f"synthesis {got.synthesis_seconds:.1f} s")
+    return Reply(text=text, wav=req.output, png=png, frames=got.frames, report=report)
