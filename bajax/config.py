@@ -55,6 +55,9 @@ def base_config() -> ConfigDict:
     c.train.eval_every = 0               # evaluate on data.eval_split every N steps and at the end (0 = never)
     c.train.eval_batches = 4             # batches per evaluation (0 = the whole held-out split)
     c.train.eval_tasks = ()              # LM: evaluate on these data tasks only, e.g. ('text',); () = the mixture
+    c.train.eval_speech = 0              # tokenizer, vocoder, flow: at every evaluation also score the first N
+    #                                      held-out utterances (whole, 1-6 s) with mel L1, multi-resolution STFT
+    #                                      distance, PESQ and STOI (eval_speech_*; needs the eval extra); 0 = off
 
     c.checkpoint = ConfigDict()
     c.checkpoint.every = 200

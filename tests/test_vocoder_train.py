@@ -21,6 +21,7 @@ TINY = str(Path(__file__).resolve().parents[1] / "configs" / "vocoder" / "tiny.p
 FAST = ["data.audio.crop_seconds=0.16", "train.batch_size=8", "metrics.log_every=1", "metrics.tensorboard=false",
         "checkpoint.every=2", "train.eval_every=0", "checkpoint.async_save=false", "optim.decay_steps=4",
         "optim_disc.decay_steps=4", "train.eval_batches=1", "optim.lr=2e-4", "optim_disc.lr=2e-4",
+        "train.eval_speech=0",   # the held-out speech metrics: test_eval_during_training.py
         # Two periods and one resolution: the trainer's mechanics do not depend on how many discriminators
         # there are, and the step compiles in half the time (the full set is tested in test_vocoder_disc.py).
         "model.disc.mpd_periods=(2, 3)", "model.disc.mrd_fft_sizes=(512,)"]

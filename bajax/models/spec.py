@@ -50,6 +50,27 @@ class ReferenceLayout:
     nonreference: Callable[[ConfigDict], list[str]] = lambda cfg: []
 
 
+@dataclasses.dataclass(frozen=True)
+class SpeechEval:
+    """How a kind turns held-out utterances into (reference, estimate) waveform pairs for the speech metrics
+    of `train.eval_speech` (bajax.train.speech_eval).
+
+    `run(model, batch)` is traced once into one jitted call that every process runs alike; `batch` holds the
+    first `train.eval_speech` utterances of data.eval_split, whole (up to `speech_eval.MAX_SECONDS`), padded to
+    one length: wave16 [B, S16], wave_lengths, wave24 [B, S24], wave24_lengths, mel24 [B, F, 80] (padded with
+    the log floor, i.e. silence), mel_lengths, and codes [B, F / 4, 8], code_lengths when the data has codes.
+    It returns
+        ref, est      float [B, S]  the reference and the estimate waveform at `sample_rate`
+        lengths       int   [B]     valid samples of both
+    and, when the kind compares mels directly (then `eval_speech_mel_l1` is their mean absolute difference over
+    valid frames and bins instead of the L1 of the flow mel of the two waves):
+        ref_mel, est_mel float [B, T, n_mels], mel_lengths int [B]
+    Keys must be fixed (e.g. jax.random.key(0)), so a checkpoint always scores the same."""
+    sample_rate: int
+    run: Callable[[nnx.Module, dict], dict]
+    needs: tuple[str, ...] = ("wave16",)     # record arrays the batch must hold (an older dataset may lack one)
+
+
 def _no_frozen(model_cfg: ConfigDict, mesh) -> dict:
     return {}
 
@@ -103,6 +124,9 @@ class ModelKind:
     updates: tuple[Update, ...] = ()
     # () -> top-level config sections this kind adds or replaces, e.g. {'optim_disc': ConfigDict(...)}
     extra_config: Callable[[], Mapping[str, ConfigDict]] = lambda: {}
+    # (model config, frozen helpers) -> SpeechEval: the speech metrics of `train.eval_speech` (PESQ, STOI, mel L1,
+    # multi-resolution STFT distance on held-out utterances); None = the kind makes no speech
+    speech_eval: Callable[[ConfigDict, Mapping], SpeechEval] | None = None
 
     def abstract_batch(self, cfg: ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
         """One global batch as shapes and dtypes (the contract applied to `batch_shapes`)."""

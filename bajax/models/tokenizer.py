@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import functools
 
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from bajax.interop.layout_tokenizer import baichuan_tokenizer
 from bajax.models.audio import code_frames, dataset_of
 from bajax.models.registry import register
-from bajax.models.spec import Field, ModelKind, ReferenceLayout
+from bajax.models.spec import Field, ModelKind, ReferenceLayout, SpeechEval
 from bajax.tokenizer import flops as tok_flops
 from bajax.tokenizer.config import default_model_config
 from bajax.tokenizer.model import Tokenizer
@@ -71,6 +72,31 @@ def loss(model_cfg, frozen=None):
         return total, metrics
 
     return loss_fn
+
+
+def speech_eval(model_cfg, frozen=None) -> SpeechEval:
+    """Reconstruction for `train.eval_speech`: each held-out 16 kHz utterance -> greedy codes (all RVQ layers,
+    `Tokenizer.encode`) -> the refined mel (`Tokenizer.decode`), against the target mel of the same wave (the
+    decoder's own 16 kHz, hop 256 mel, `Tokenizer.target_mel`). The tokenizer makes no waveform, so both mels
+    are inverted the same way: Griffin-Lim through the pseudo-inverse of that mel's filterbank (n_fft 1024,
+    same seed and iterations), a cheap and model-free inversion that isolates the tokenizer's error (a
+    perfect reconstruction scores PESQ 4.64, STOI 1, distance 0; the waves are not what a vocoder would make).
+    Mel L1 is that of the refined against the target mel (the eval_mel_mae of whole utterances)."""
+    from bajax.eval.during_training import mel_pair_outputs
+    from bajax.flow.vocoder import GriffinLim
+
+    gl = GriffinLim(sample_rate=int(model_cfg.target_sample_rate), hop=int(model_cfg.target_hop), n_fft=1024,
+                    n_mels=int(model_cfg.n_target_mels), fmax=8000.0)
+
+    def run(model, batch):
+        wave, wave_lengths = batch["wave16"], batch["wave_lengths"]
+        target, target_lengths = model.target_mel(wave, wave_lengths)
+        codes, code_lengths = model.encode(wave, wave_lengths)
+        out = model.decode(codes, code_lengths, target_frames=target.shape[1])
+        lengths = jnp.minimum(target_lengths, out["mel_lengths"])
+        return mel_pair_outputs(gl, target, out["refined_mel"], lengths)
+
+    return SpeechEval(sample_rate=gl.sample_rate, run=run, needs=("wave16",))
 
 
 @functools.cache
@@ -183,4 +209,5 @@ KIND = register(ModelKind(
     layout=ReferenceLayout(entries=baichuan_tokenizer, reference_config=reference_config, owns=owns,
                            bajax_only=bajax_only, nonreference=nonreference),
     load_frozen=load_frozen,
+    speech_eval=speech_eval,
 ))

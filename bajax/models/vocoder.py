@@ -21,7 +21,7 @@ from bajax.interop.entries import Src
 from bajax.interop.layout_vocoder import hift
 from bajax.models.audio import code_frames, dataset_of
 from bajax.models.registry import register
-from bajax.models.spec import Field, ModelKind, ReferenceLayout, Update
+from bajax.models.spec import Field, ModelKind, ReferenceLayout, SpeechEval, Update
 from bajax.vocoder import flops as vocoder_flops
 from bajax.vocoder.config import default_model_config as generator_config
 from bajax.vocoder.disc_config import default_discriminator_config, default_gan_loss_config
@@ -76,6 +76,20 @@ def discriminator_loss(model_cfg, frozen=None):
         return model.discriminator_loss(batch, rng, weights)
 
     return loss_fn
+
+
+def speech_eval(model_cfg, frozen=None) -> SpeechEval:
+    """Copy synthesis for `train.eval_speech`: the generator on each held-out utterance's true 24 kHz mel (its
+    padding is the log floor, silence) against the true 24 kHz wave; the source's noise from a fixed key. Mel
+    L1 is that of the flow mel of the two waves."""
+    import jax
+    import jax.numpy as jnp
+
+    def run(model, batch):
+        wave, _ = model.generator(batch["mel24"], jax.random.key(0))
+        return {"ref": batch["wave24"], "est": wave.astype(jnp.float32), "lengths": batch["wave24_lengths"]}
+
+    return SpeechEval(sample_rate=SAMPLE_RATE, run=run, needs=("wave16", "wave24", "mel24"))
 
 
 def loss_totals(batch: dict) -> dict:
@@ -157,4 +171,5 @@ KIND = register(ModelKind(
     updates=(Update("disc", lambda path: path.startswith("discriminator/"), discriminator_loss, "optim_disc"),
              Update("gen", lambda path: path.startswith("generator/"), generator_loss, "optim")),
     extra_config=extra_config,
+    speech_eval=speech_eval,
 ))

@@ -21,7 +21,7 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from bajax import malloc, models, runs, sharding
-from bajax.train import checkpoint, distributed, freeze, peak
+from bajax.train import checkpoint, distributed, freeze, peak, speech_eval
 from bajax.train.metrics import MetricsWriter
 from bajax.train.step import init_state, make_train_step, phases, state_shardings
 
@@ -96,6 +96,7 @@ class Trainer:
             self._init = lambda: init_state(self.kind, cfg.model, cfg.seed, self.phases, self.frozen)
             self.abstract_state = jax.eval_shape(self._init)
             self.state_shardings = state_shardings(self.abstract_state, self.mesh)
+        self._speech = None   # the train.eval_speech evaluator, built at the first evaluation
 
     def scope(self):
         """Mesh and logical-axis rules in force for tracing and running."""
@@ -163,7 +164,8 @@ class Trainer:
     def evaluate(self, state, eval_fn=None) -> dict[str, float]:
         """Mean metrics over `train.eval_batches` batches (0 = all) of the held-out split, prefixed `eval_`.
         With `train.eval_tasks` set, the held-out data holds only those tasks (e.g. ('text',): the text-only
-        loss that tells whether audio training preserved language ability)."""
+        loss that tells whether audio training preserved language ability). With `train.eval_speech` > 0 the
+        speech metrics of that many held-out utterances join them (`eval_speech_*`, bajax.train.speech_eval)."""
         eval_fn = eval_fn or self.compiled_eval()
         limit = self.cfg.train.eval_batches
         if jax.process_count() > 1 and limit <= 0:
@@ -187,7 +189,11 @@ class Trainer:
             n += 1
         if n == 0:
             raise ValueError(f"data.eval_split={self.cfg.data.eval_split!r} yielded no batch to evaluate on")
-        return {f"eval_{k}": v / n for k, v in sums.items()}
+        out = {f"eval_{k}": v / n for k, v in sums.items()}
+        if self.cfg.train.eval_speech > 0:
+            self._speech = self._speech or speech_eval.SpeechEvaluator(self)
+            out.update({f"eval_{k}": v for k, v in self._speech(state).items()})
+        return out
 
     def eval_dataset(self):
         cfg = self.cfg
@@ -263,6 +269,8 @@ class Trainer:
         `fallback=False` an unreadable newest checkpoint is an error instead of a fallback."""
         cfg = self.cfg
         say = not quiet and jax.process_index() == 0  # every process runs this loop; one speaks
+        if cfg.train.eval_every:
+            speech_eval.check(cfg, self.kind)   # e.g. the eval extra missing: fail now, not at the first evaluation
         self.workdir.mkdir(parents=True, exist_ok=True)
         ckpt = checkpoint.Checkpointer(str(self.workdir / "checkpoints"), every=cfg.checkpoint.every,
                                        keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)

@@ -39,4 +39,5 @@ def get_config():
     c.optim.weight_decay = 0.01
     c.checkpoint.every = 2000
     c.metrics.log_every = 100
+    c.train.eval_speech = 4                 # scored when evaluating (--config.train.eval_every=N)
     return c

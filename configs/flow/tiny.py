@@ -21,5 +21,6 @@ def get_config():
     c.optim.weight_decay = 0.01
     c.checkpoint.every = 100
     c.metrics.log_every = 10
+    c.train.eval_speech = 4              # scored when evaluating (--config.train.eval_every=N): ~3 s each time
     c.data.audio.crop_seconds = 2.0      # 100 mel frames: one attention chunk
     return c

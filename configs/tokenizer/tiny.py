@@ -27,6 +27,7 @@ def get_config():
     c.train.batch_size = 8
     c.train.eval_every = 300              # halfway and at the end: eval_mel_mae on the held-out split
     c.train.eval_batches = 0              # the whole held-out split (every 10th corpus document)
+    c.train.eval_speech = 4               # + PESQ/STOI/mel L1/STFT of 4 held-out utterances: ~3 s per evaluation
     c.optim.lr = 3e-3
     c.optim.warmup_steps = 20
     c.optim.weight_decay = 0.01

@@ -22,5 +22,6 @@ def get_config():
     c.metrics.log_every = 20
     c.train.eval_every = 300
     c.train.eval_batches = 2
+    c.train.eval_speech = 4              # + copy synthesis of 4 whole held-out utterances: ~3 s per evaluation
     c.data.audio.crop_seconds = 0.24     # 12 mel frames = 5,760 samples per row
     return c
