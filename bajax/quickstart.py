@@ -10,6 +10,7 @@
                      held-out copy synthesis
     [7] generate     a spoken reply to a held-out audio prompt through HiFT (wav + PNG of its mel)
     [8] export       every model to PyTorch safetensors in the Baichuan-Audio layout
+    [9] eval         `bajax eval` of the codec (PESQ, STOI), TTS (WER, speaker similarity, DNSMOS) and replies
 
 Each stage writes WORKDIR/<stage>/ and a DONE marker with its results; running the command again skips
 finished stages and resumes an interrupted one from its last checkpoint. The step counts and sizes are in
@@ -114,29 +115,38 @@ class Quickstart:
                             f"model.tokenizer_checkpoint={self.path('1_tokenizer')}"])
 
     def vocoder(self) -> dict:
-        """HiFT (GAN) on the prepared corpus's 24 kHz audio; then held-out copy synthesis against Griffin-Lim."""
-        from bajax.eval.copy_synthesis import compare
-        from bajax.flow.vocoder import GriffinLim
-        from bajax.speech.hift import HiFTVocoder
+        """HiFT (GAN) on the prepared corpus's 24 kHz audio; then held-out copy synthesis against Griffin-Lim
+        (`bajax eval vocoder --baseline`, written to 6_vocoder/eval)."""
+        from bajax.eval import vocoding
 
         result = self._train("6_vocoder", "configs/vocoder/tiny.py",
                              [f"train.steps={self.q.vocoder_steps}", f"data.source={self.path('2_prepare')}"])
-        scores = compare({"hift": HiFTVocoder.load(str(self.path("6_vocoder"))), "griffin_lim": GriffinLim()},
-                         count=4)
-        return {**result, **{f"{name}_{k}": v for name, s in scores.items() for k, v in s.items()
-                             if k != "utterances"}}
+        scores, _ = vocoding.evaluate(self._eval_settings("6_vocoder/eval"), vocoder=str(self.path("6_vocoder")),
+                                      baseline=True)
+        return {**result, **{f"{system}_{k}": v["mean"] for system, s in scores["groups"].items()
+                             for k, v in s.items() if k in ("mr_stft", "mel_l1", "pesq_wb", "stoi")}}
+
+    def _eval_settings(self, out: str, *, spoken: bool = False, **kwargs):
+        from bajax.eval.runner import Settings
+
+        limit = self.q.eval_spoken if spoken else self.q.eval_utterances
+        return Settings(out=str(self.workdir / out), limit=limit, seed=self.q.seed, quiet=True, argv=(), **kwargs)
+
+    def _request(self):
+        from bajax.speech.reply import Request
+
+        return Request(lm=str(self.path("4_lm_stage2")), tokenizer=str(self.path("1_tokenizer")),
+                       flow=str(self.path("5_flow")), vocoder=str(self.path("6_vocoder")), output="",
+                       seed=self.q.seed, max_len=2 * self.q.seq_len, max_frames=self.q.reply_frames,
+                       min_audio_frames=self.q.reply_frames // 2)
 
     def generate(self) -> dict:
-        from bajax.speech.reply import Request, speak
+        from bajax.speech.reply import speak
 
         out = self.path("7_generate")
         out.mkdir(parents=True, exist_ok=True)
         prompt = write_held_out_prompt(out / "prompt.wav")
-        reply = speak(Request(lm=str(self.path("4_lm_stage2")), tokenizer=str(self.path("1_tokenizer")),
-                              flow=str(self.path("5_flow")), vocoder=str(self.path("6_vocoder")), audio=str(prompt),
-                              output=str(out / "reply.wav"),
-                              seed=self.q.seed, max_len=2 * self.q.seq_len, max_frames=self.q.reply_frames,
-                              min_audio_frames=self.q.reply_frames // 2))
+        reply = speak(dataclasses.replace(self._request(), audio=str(prompt), output=str(out / "reply.wav")))
         print(reply.text)
         print(reply.report, flush=True)
         return {"prompt": str(prompt), "wav": reply.wav, "png": reply.png, "text": reply.text[:80],
@@ -153,6 +163,29 @@ class Quickstart:
             out[name] = str(target)
         return out
 
+    def evaluate(self) -> dict:
+        """`bajax eval` of the trained parts (9_eval/<task>/results.*): the codec (held-out audio -> tokenizer ->
+        flow -> HiFT, against the input), TTS (English sentences of the training split spoken by the LM,
+        transcribed by PocketSphinx: the embedded held-out split is Mandarin, which the offline recogniser cannot
+        transcribe) and spoken replies to held-out prompts (DNSMOS, text-speech consistency)."""
+        from bajax.eval import codec, spoken
+
+        got = {}
+        c, _ = codec.evaluate(self._eval_settings("9_eval/codec"), flow=str(self.path("5_flow")),
+                              vocoder=str(self.path("6_vocoder")))
+        full = next(iter(c["groups"].values()))
+        got.update({f"codec_{k}": full[k]["mean"] for k in ("pesq_wb", "stoi", "estoi", "mel_l1") if k in full})
+        t, _ = spoken.evaluate_tts(self._eval_settings("9_eval/tts", spoken=True, split="train", language="en"),
+                                   self._request())
+        got.update({f"tts_{k}": t["metrics"][k]["mean"] for k in ("speaker_sim", "dnsmos_ovrl")
+                    if k in t["metrics"]})
+        got.update({"tts_wer": (t["corpus"] or {}).get("wer_en"), "tts_cer": (t["corpus"] or {}).get("cer_en")})
+        s, _ = spoken.evaluate_s2s(self._eval_settings("9_eval/s2s", spoken=True), self._request())
+        got.update({f"reply_{k}": s["metrics"][k]["mean"] for k in ("dnsmos_ovrl", "seconds") if k in s["metrics"]})
+        got["utterances"], got["spoken"] = self.q.eval_utterances, self.q.eval_spoken
+        got["results"] = str(self.path("9_eval"))
+        return got
+
 
 STAGES = (
     Stage("0_text_lm", "text-only pre-training of the tiny LLM", Quickstart.text_lm),
@@ -164,6 +197,7 @@ STAGES = (
     Stage("6_vocoder", "HiFT vocoder (GAN)", Quickstart.vocoder),
     Stage("7_generate", "spoken reply to a held-out prompt", Quickstart.generate),
     Stage("8_export", "export to PyTorch (Baichuan layout)", Quickstart.export),
+    Stage("9_eval", "bajax eval: codec, TTS and spoken replies", Quickstart.evaluate),
 )
 
 
@@ -237,9 +271,24 @@ def summarize(qs: Quickstart, results: dict) -> str:
                              if stage.name in results]
     voc = results.get("6_vocoder", {})
     if "hift_mr_stft" in voc:
-        out += ["Held-out copy synthesis (4 valid-split utterances, lower is better): HiFT multi-resolution STFT "
-                f"distance {voc['hift_mr_stft']:.3f}, mel L1 {voc['hift_mel_l1']:.3f}; Griffin-Lim "
-                f"{voc['griffin_lim_mr_stft']:.3f}, {voc['griffin_lim_mel_l1']:.3f}.", ""]
+        out += [f"Held-out copy synthesis ({qs.q.eval_utterances} valid-split utterances; `bajax eval vocoder`): "
+                f"HiFT multi-resolution STFT distance {_fmt(voc['hift_mr_stft'])}, mel L1 {_fmt(voc['hift_mel_l1'])}, "
+                f"PESQ {_fmt(voc.get('hift_pesq_wb'))}, STOI {_fmt(voc.get('hift_stoi'))}; Griffin-Lim "
+                f"{_fmt(voc['griffin_lim_mr_stft'])}, {_fmt(voc['griffin_lim_mel_l1'])}, "
+                f"{_fmt(voc.get('griffin_lim_pesq_wb'))}, {_fmt(voc.get('griffin_lim_stoi'))}.", ""]
+    ev = results.get("9_eval", {})
+    if ev:
+        e = {k: _fmt(v) for k, v in ev.items()}
+        out += ["## Evaluation (bajax eval; per-utterance tables in 9_eval/<task>/)", "",
+                f"- codec, {e['utterances']} held-out utterances through tokenizer -> flow -> HiFT: PESQ "
+                f"{e.get('codec_pesq_wb')}, STOI {e.get('codec_stoi')}, ESTOI {e.get('codec_estoi')}, "
+                f"mel L1 {e.get('codec_mel_l1')}",
+                f"- TTS, {e['spoken']} English training-split sentences, PocketSphinx: WER {e.get('tts_wer')}, "
+                f"CER {e.get('tts_cer')}, speaker similarity {e.get('tts_speaker_sim')}, DNSMOS "
+                f"{e.get('tts_dnsmos_ovrl')} (PocketSphinx's own WER on the corpus's espeak speech is 0.75: "
+                "the ceiling)",
+                f"- spoken replies to {e['spoken']} held-out prompts: DNSMOS {e.get('reply_dnsmos_ovrl')}, "
+                f"{e.get('reply_seconds')} s on average", ""]
     gen = results.get("7_generate", {})
     for key in ("wav", "png"):
         if key in gen:
@@ -254,9 +303,10 @@ SUMMARY_KEYS = {
     "3_lm_stage1": ("loss", "audio_loss", "eval_text_loss"),
     "4_lm_stage2": ("loss", "text_loss", "audio_loss", "eval_text_loss"),
     "5_flow": ("loss", "cfm_loss", "prior_mae"),
-    "6_vocoder": ("loss", "mel_l1", "hift_mr_stft", "griffin_lim_mr_stft"),
+    "6_vocoder": ("loss", "mel_l1", "hift_mr_stft", "griffin_lim_mr_stft", "hift_pesq_wb"),
     "7_generate": ("report",),
     "8_export": ("lm", "tokenizer", "flow", "vocoder"),
+    "9_eval": ("codec_pesq_wb", "codec_stoi", "tts_wer", "reply_dnsmos_ovrl"),
 }
 
 

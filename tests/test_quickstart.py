@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow  # end to end / several processes: minutes each
 
 ROOT = Path(__file__).resolve().parents[1]
 FEW = ["text_steps=3", "tokenizer_steps=3", "stage1_steps=2", "stage2_steps=2", "flow_steps=2",
-       "reply_frames=4", "seq_len=128", "prepare_workers=0", "vocoder_steps=2"]
+       "reply_frames=4", "seq_len=128", "prepare_workers=0", "vocoder_steps=2", "eval_utterances=2",
+       "eval_spoken=1"]
 
 
 def test_quickstart_interrupted_then_completes(tmp_path):
@@ -46,4 +47,12 @@ def test_quickstart_interrupted_then_completes(tmp_path):
         assert any((work / "8_export" / name).glob("*.safetensors")), name
     summary = (work / "summary.md").read_text()
     assert "Codebook usage / perplexity per RVQ layer" in summary and "Held-out text-only loss" in summary
-    assert "Held-out copy synthesis (4 valid-split utterances" in summary
+    assert "Held-out copy synthesis (2 valid-split utterances" in summary
+    # bajax eval of the trained parts: every task wrote its results, and each scored its two utterances.
+    for task, n in (("codec", 2), ("tts", 1), ("s2s", 1)):
+        result = json.loads((work / "9_eval" / task / "results.json").read_text())
+        assert result["rows"]["scored"] == n, task
+    assert json.loads((work / "6_vocoder" / "eval" / "results.json").read_text())["rows"]["scored"] == 2
+    done = json.loads((work / "9_eval" / "DONE").read_text())
+    assert 1.0 < done["codec_pesq_wb"] < 4.7 and done["tts_wer"] >= 0.0
+    assert "## Evaluation (bajax eval" in summary

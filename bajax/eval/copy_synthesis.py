@@ -1,4 +1,5 @@
-"""Held-out copy synthesis: audio -> 24 kHz mel -> a vocoder -> audio, scored against the original.
+"""Held-out copy synthesis for benchmarks (bench/vocoder.py): audio -> 24 kHz mel -> a vocoder -> audio, scored
+against the original. `bajax eval vocoder` (bajax/eval/vocoding.py) is the full protocol with every metric.
 
 The utterances are the first `seconds` of the first `count` distinct audio files of the embedded corpus's
 `valid` split (documents never trained on). Every vocoder sees the same mels; the scores are means over
@@ -45,9 +46,3 @@ def score(vocoders: dict, waves: list[np.ndarray]) -> list[dict[str, dict[str, f
                      for name, out in ((name, np.asarray(v(mel), np.float32)) for name, v in vocoders.items())})
     return rows
 
-
-def compare(vocoders: dict, count: int = 8, seconds: float = 3.0) -> dict[str, dict[str, float]]:
-    """{vocoder name: {"mr_stft": mean, "mel_l1": mean, "utterances": n}} for `{name: Vocoder}`."""
-    rows = score(vocoders, held_out_waves(count, seconds))
-    return {name: {k: float(np.mean([r[name][k] for r in rows])) for k in ("mr_stft", "mel_l1")}
-            | {"utterances": len(rows)} for name in vocoders}
