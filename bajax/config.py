@@ -58,6 +58,20 @@ def base_config() -> ConfigDict:
     c.train.eval_speech = 0              # tokenizer, vocoder, flow: at every evaluation also score the first N
     #                                      held-out utterances (whole, 1-6 s) with mel L1, multi-resolution STFT
     #                                      distance, PESQ and STOI (eval_speech_*; needs the eval extra); 0 = off
+    # LoRA (bajax/layers/lora.py): with rank > 0, adapters A [in, r] (random) and B [r, out] (zeros) sit
+    # beside every Linear kernel a target matches, only they train (freeze / train_only / stage still narrow
+    # which adapters do), and the base weights get no optimizer state. `bajax export` merges them into the
+    # base (kernel + alpha / rank * A B); `bajax export --adapters-only` writes them alone, PEFT-style.
+    c.train.lora = ConfigDict()
+    c.train.lora.rank = 0                # 0 = off
+    c.train.lora.alpha = 16.0            # adapter scale alpha / rank (PEFT's lora_alpha)
+    c.train.lora.dropout = 0.0           # dropout on the adapter input, in training steps only
+    c.train.lora.targets = (r".*layers/.*/([qkvo]|gate|up|down)_proj|.*layers/.*/fc[12]",)
+    #                                      regexes (full match) over Linear paths, e.g.
+    #                                      'layers/layers/self_attn/q_proj' (or its '.../kernel'), each of which
+    #                                      must match one; the default adapts the attention and MLP projections
+    #                                      of every stacked layer: the LLM's, the audio head's attention, the
+    #                                      flow decoder's Pre-Net and U-Net transformer blocks
 
     c.checkpoint = ConfigDict()
     c.checkpoint.every = 200

@@ -258,9 +258,13 @@ def scope(mesh: jax.sharding.Mesh, cfg: ConfigDict):
 
 def abstract_model(cfg: ConfigDict, mesh: jax.sharding.Mesh, frozen=None):
     """(graphdef, model state of ShapeDtypeStructs carrying their shardings on `mesh`) of the kind's model."""
+    from bajax.models import lora
+
     kind = models.get(cfg.kind)
     with scope(mesh, cfg):
-        abstract = nnx.eval_shape(lambda: kind.build_model(cfg.model, nnx.Rngs(cfg.seed), frozen or {}))
+        # A LoRA run's model carries its adapters (unmerged: the forward adds them).
+        abstract = nnx.eval_shape(lambda: lora.build(kind, cfg.model, nnx.Rngs(cfg.seed), frozen or {},
+                                                     cfg.train.get("lora")))
         graphdef, state = nnx.split(abstract)
 
         def attach(var):

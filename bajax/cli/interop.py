@@ -1,6 +1,8 @@
 """`bajax export`, `bajax import-hf`, `bajax import-torch` (bajax.cli lists this module once per command).
 
   bajax export --checkpoint runs/lm --out exported/lm [--step N] [--max-shard-gb 5] [--allow-nonreference]
+  bajax export --checkpoint runs/lm_lora --out exported/lm_adapters --adapters-only   (a LoRA run's adapters;
+                                                                         without the flag it exports merged)
   bajax import-hf --kind qwen2 --src Qwen2.5-7B/ --out runs/qwen_init [--config configs/lm/7b.py]
   bajax import-hf --kind whisper --src whisper-large-v3/ --out runs/tok_init [--config configs/tokenizer/...]
   bajax import-torch --src exported/lm --out runs/lm_back          (= import-hf --kind baichuan)
@@ -15,11 +17,15 @@ import sys
 
 
 def run_export(args, overrides) -> int:
+    from bajax.interop.adapters import export_adapters
     from bajax.interop.export import export
 
     try:
-        export(args.checkpoint, args.out, step=args.step, max_shard_bytes=int(args.max_shard_gb * 1024**3),
-               allow_nonreference=args.allow_nonreference)
+        if args.adapters_only:
+            export_adapters(args.checkpoint, args.out, step=args.step)
+        else:
+            export(args.checkpoint, args.out, step=args.step, max_shard_bytes=int(args.max_shard_gb * 1024**3),
+                   allow_nonreference=args.allow_nonreference)
     except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"bajax export: {e}", file=sys.stderr)
         return 2
@@ -77,6 +83,9 @@ def register(subparsers) -> None:
         p.add_argument("--max-shard-gb", type=float, default=5.0, help="shard size limit (GiB) before splitting")
         p.add_argument("--allow-nonreference", action="store_true",
                        help="export a model whose config departs from the reference code's fixed choices")
+        p.add_argument("--adapters-only", action="store_true",
+                       help="a LoRA run: write only its adapters (adapter_model.safetensors + adapter_config.json, "
+                            "PEFT names) instead of the merged model")
         p.set_defaults(func=run_export)
     if "import-hf" not in subparsers.choices:
         p = subparsers.add_parser("import-hf", help="Hugging Face Qwen2 / Whisper (or Baichuan layout) -> run dir")

@@ -2,6 +2,8 @@
 
     bajax plan --config configs/lm/7b.py --topology v5p-256 [--mesh data=1,fsdp=-1,tensor=1] [--mfu 0.4]
     bajax plan --config configs/lm/7b.py --topology v5p-256 --no-compile     # layout and analytic sizes only
+    bajax plan --config configs/lm/7b.py --topology h100x1 --config.train.stage= \
+        --config.train.lora.rank=64 --config.train.batch_size=1          # a LoRA fine-tune on one 80 GB GPU
 
 Compiling needs as many (fake CPU) devices as the slice has chips, and the device count is fixed when JAX
 starts, so this command re-runs itself in a child process with the right XLA_FLAGS (see bajax/train/plan.py).

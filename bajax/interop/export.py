@@ -5,7 +5,8 @@ The run's kind decides the component through its registered `ReferenceLayout` (b
 buffers, decoder, refine net); flow -> the flow decoder keys (audio_tokenizer.audio_flow_matching_decoder.*).
 Streaming: the output plan comes from checkpoint metadata, then one tensor at a time is read (its sources
 as per-layer TensorStore slices), converted and appended, so peak host memory is ~ the largest exported
-tensor with its sources.
+tensor with its sources. A LoRA run exports merged (kernel + alpha / r * A B, bajax/interop/adapters.py);
+`export_adapters` there writes its adapters alone.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import time
 from pathlib import Path
 
 from bajax import models, runs
-from bajax.interop import rundir
+from bajax.interop import adapters, rundir
+from bajax.interop.release_carry import Carried
 from bajax.interop.safetensors_io import ShardedWriter
 
 DEFAULT_SHARD_BYTES = 5 * 1024**3        # Hugging Face's default max_shard_size
@@ -56,21 +58,32 @@ def export(run_dir: str, out_dir: str, *, step: int | None = None, max_shard_byt
     shapes = {k: v[0] for k, v in meta.items()}
     layout = layout_of(cfg.kind)
     entries = layout.entries(shapes)
-    used = {s.path for e in entries for s in e.srcs}
+    # A LoRA run: its adapters are merged into the kernels they adapt as those are read (interop/adapters.py).
+    adapted = adapters.adapted_kernels(shapes)
+    used = {s.path for e in entries for s in e.srcs} | adapters.adapter_leaves(shapes)
     unmapped = sorted("/".join(p) for p in shapes if p not in used and not layout.bajax_only(p))
     if unmapped:
         raise ValueError(f"{run_dir}: checkpoint leaves with no reference name: {unmapped[:5]} "
                          f"({len(unmapped)} in all); the layout in bajax/interop does not know them")
     plan = [(e.name, e.torch_shape(shapes), meta[e.srcs[0].path][1] if e.srcs else e.rule.to_torch([]).dtype)
             for e in entries]
+    carried = Carried.of(run.workdir)   # a run imported from a release: its constants and dtypes (release_carry.py)
+    if carried is not None:
+        plan = [(name, carried.shape(e, shape), carried.dtype(name, dtype))
+                for e, (name, shape, dtype) in zip(entries, plan, strict=True)]
     meta_header = {"bajax_kind": cfg.kind, "bajax_step": str(step)}
     writer = ShardedWriter(out_dir, plan, max_shard_bytes=max_shard_bytes, metadata=meta_header)
     reader = rundir.LeafReader(sdir)
+    if adapted:
+        reader = adapters.MergingReader(reader, adapted, adapters.scale_of(cfg, run_dir))
+        cfg = adapters.plain_config(cfg)   # the export is a plain model: its bajax config has no adapters
     largest = 0
-    for e in entries:
+    for e, (_, _, dtype) in zip(entries, plan, strict=True):
         # One exported tensor at a time: its sources are per-layer slices read straight from TensorStore.
         arrays = [reader.read(s.path, s.index) for s in e.srcs]
         t = e.rule.to_torch(arrays)
+        if carried is not None:
+            t = carried.tensor(e, t, dtype)
         largest = max(largest, t.nbytes)
         writer.write(e.name, t)
         del arrays, t
@@ -80,6 +93,7 @@ def export(run_dir: str, out_dir: str, *, step: int | None = None, max_shard_byt
               "bajax": json.loads(cfg.to_json_best_effort())}
     (Path(out_dir) / "config.json").write_text(json.dumps(config, indent=2))
     summary = {"component": cfg.kind, "step": step, "tensors": len(plan), "files": files,
+               "merged_adapters": len(adapted),
                "bytes": writer.total_bytes, "largest_tensor_bytes": largest, "seconds": round(time.time() - t0, 2)}
     if log and departures:
         log("warning: exported with --allow-nonreference; the reference code will not build this model:\n  "

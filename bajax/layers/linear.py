@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bajax import kernels
+from bajax.layers import lora
 
 Shape = int | Sequence[int]
 
@@ -30,7 +31,12 @@ def fan_in_init(key: jax.Array, shape: tuple[int, ...], fan_in: int) -> jax.Arra
 
 
 class Linear(nnx.Module):
-    """y = x · kernel (+ bias); `axes` names every kernel dimension (inputs first, then outputs)."""
+    """y = x · kernel (+ bias); `axes` names every kernel dimension (inputs first, then outputs).
+
+    `add_adapter` (called by `bajax.layers.lora.attach`) adds a LoRA pair beside the kernel."""
+
+    lora_a: nnx.Param | None = None    # class defaults: a Linear without adapters has neither leaf
+    lora_b: nnx.Param | None = None
 
     def __init__(self, in_shape: Shape, out_shape: Shape, *, axes: Sequence[str | None],
                  use_bias: bool = False, dtype=jnp.float32, rngs: nnx.Rngs):
@@ -51,7 +57,23 @@ class Linear(nnx.Module):
         y = kernels.linear(x, kernel, len(self.in_shape))
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
+        if self.lora_a is not None:
+            h = kernels.linear(lora.dropout(x, self.lora_dropout), self.lora_a[...].astype(self.dtype),
+                               len(self.in_shape))
+            y = y + kernels.linear(h, self.lora_b[...].astype(self.dtype), 1) * jnp.asarray(self.lora_scale,
+                                                                                             self.dtype)
         return y
+
+    def add_adapter(self, rank: int, scale: float, dropout: float, key: jax.Array) -> None:
+        """LoRA factors A (random) and B (zeros) for this kernel, stacked and sharded like it."""
+        shape = self.kernel.get_value().shape
+        n_in = len(self.in_shape)
+        lead = len(shape) - n_in - len(self.out_shape)    # stacked layer dims in front (inside a Stack)
+        a_axes, b_axes = lora.factor_axes(self.kernel.get_metadata()["logical_axes"], lead, n_in)
+        a, b = lora.init_factors(key, shape, lead, n_in, rank)
+        self.lora_a = lora.Adapter(a, logical_axes=a_axes)
+        self.lora_b = lora.Adapter(b, logical_axes=b_axes)
+        self.lora_scale, self.lora_dropout = float(scale), float(dropout)
 
 
 class Embedding(nnx.Module):

@@ -13,11 +13,14 @@ checkpoint layout). The remat policy is chosen by name:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from bajax.layers import lora
 
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 
@@ -64,16 +67,19 @@ class Stack(nnx.Module):
         `xs` (optional) is a pytree with a leading layer dimension (e.g. one KV cache per layer).
         """
         graphdef, state = nnx.split(self.layers)
+        # While LoRA dropout is on (training), each layer's adapters draw masks from its own key.
+        index = jnp.arange(self.num) if lora.dropout_active() else None
 
         def body(c, inputs):
-            layer_state, x = inputs
-            return fn(nnx.merge(graphdef, layer_state), c, x)
+            layer_state, x, i = inputs
+            with lora.layer(i) if i is not None else contextlib.nullcontext():
+                return fn(nnx.merge(graphdef, layer_state), c, x)
 
         if self.scan_layers:
-            return jax.lax.scan(remat(body, self.remat_policy, prevent_cse=False), carry, (state, xs))
+            return jax.lax.scan(remat(body, self.remat_policy, prevent_cse=False), carry, (state, xs, index))
         body = remat(body, self.remat_policy)
         ys = []
         for i in range(self.num):
-            carry, y = body(carry, jax.tree.map(lambda a, i=i: a[i], (state, xs)))
+            carry, y = body(carry, jax.tree.map(lambda a, i=i: a[i], (state, xs, index)))
             ys.append(y)
         return carry, jax.tree.map(lambda *a: jnp.stack(a), *ys) if ys and ys[0] is not None else None

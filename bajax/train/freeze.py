@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 from flax import nnx
 
+from bajax.layers import lora
+
 
 def path_str(path: Sequence) -> str:
     return "/".join(str(getattr(p, "key", p)) for p in path)
@@ -31,13 +33,15 @@ def resolve(train_cfg, presets: dict[str, dict[str, tuple[str, ...]]]) -> tuple[
     return freeze, train_only
 
 
-def trainable_filter(freeze: Sequence[str], train_only: Sequence[str]):
-    """An nnx filter `(path, value) -> bool` selecting trainable Params."""
+def trainable_filter(freeze: Sequence[str], train_only: Sequence[str], *, adapters_only: bool = False):
+    """An nnx filter `(path, value) -> bool` selecting trainable Params. `adapters_only` (a LoRA run): only
+    LoRA adapters train, so every base weight is frozen; the patterns then narrow which adapters train."""
     freeze_re = [re.compile(p) for p in freeze]
     only_re = [re.compile(p) for p in train_only]
+    wanted = lora.Adapter if adapters_only else nnx.Param
 
     def is_trainable(path, value) -> bool:
-        if not isinstance(value, nnx.Param):
+        if not isinstance(value, wanted):
             return False
         name = path_str(path)
         if only_re and not any(r.fullmatch(name) for r in only_re):

@@ -34,6 +34,10 @@ ACCELERATORS = {
     "v5p": Accelerator(95 * GB, 459e12, 4, cores_per_device=2),
     "v5e": Accelerator(16 * GB, 197e12, 4),
     "v6e": Accelerator(32 * GB, 918e12, 4),
+    # GPUs, 8 per host (DGX/HGX); "h100x1" is one GPU. Dense (not 2:4 sparse) bf16 tensor-core peaks and
+    # memory from NVIDIA's datasheets: A100 80GB SXM 312 TFLOP/s; H100 SXM5 80 GB HBM3, 989 TFLOP/s (the
+    # datasheet's 1,979 is with sparsity); H200 141 GB, same compute; B200 180 GB, 2.25 PFLOP/s. HBM is
+    # counted as the marketed 80e9 bytes (the device reports ~81.5e9 usable), so plans err on the safe side.
     "a100": Accelerator(80 * GB, 312e12, 8),   # the 80 GB part
     "h100": Accelerator(80 * GB, 989e12, 8),
     "h200": Accelerator(141 * GB, 989e12, 8),
@@ -102,15 +106,22 @@ def abstract_state(cfg):
     import jax
 
     from bajax import models, sharding
-    from bajax.train import freeze
     from bajax.train.step import init_state, phases
 
     kind = models.get(cfg.kind)
-    patterns, train_only = freeze.resolve(cfg.train, kind.stages)
-    run_phases = phases(kind, cfg, freeze.trainable_filter(patterns, train_only))
+    run_phases = phases(kind, cfg, trainable_filter(cfg, kind))
     with sharding.axis_rules(cfg.sharding.rules):
-        state = jax.eval_shape(lambda: init_state(kind, cfg.model, cfg.seed, run_phases))
+        state = jax.eval_shape(lambda: init_state(kind, cfg.model, cfg.seed, run_phases, lora_cfg=cfg.train.lora))
     return kind, state
+
+
+def trainable_filter(cfg, kind):
+    """The run's trainable parameters as the trainer picks them (a LoRA run: its adapters only)."""
+    from bajax.models import lora
+    from bajax.train import freeze
+
+    patterns, train_only = freeze.resolve(cfg.train, kind.stages)
+    return freeze.trainable_filter(patterns, train_only, adapters_only=lora.enabled(cfg))
 
 
 class _MeshShape:
@@ -249,14 +260,11 @@ def plan(cfg, topology: Topology, mesh_shape: dict[str, int], *, mfu: float = 0.
     import jax
     from flax import nnx
 
-    from bajax.train import freeze
-
     mesh = resolve_mesh(mesh_shape, topology.devices)
     rules = cfg.sharding.rules
     kind, state = abstract_state(cfg)
     table = param_table(state, rules, mesh)
-    patterns, train_only = freeze.resolve(cfg.train, kind.stages)
-    trainable, _ = nnx.split_state(state["model"], freeze.trainable_filter(patterns, train_only), ...)
+    trainable, _ = nnx.split_state(state["model"], trainable_filter(cfg, kind), ...)
     count = lambda t: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(t))  # noqa: E731
     rows_per_device = cfg.train.batch_size / (mesh["data"] * mesh["fsdp"])
     batch_bytes = sum(math.prod(b.shape) * b.dtype.itemsize for b in kind.abstract_batch(cfg).values())

@@ -19,7 +19,8 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from bajax import sharding
-from bajax.models import LossFn, ModelKind
+from bajax.layers import lora as lora_layers
+from bajax.models import LossFn, ModelKind, lora
 from bajax.train import optim
 from bajax.train.freeze import path_str
 
@@ -51,8 +52,9 @@ def phases(kind: ModelKind, cfg, is_trainable) -> list[Phase]:
                   optim.schedule(cfg[u.optim], steps), u.loss) for u in kind.updates]
 
 
-def init_state(kind: ModelKind, model_cfg, seed: int, run_phases: list[Phase], frozen=None):
-    model = kind.build_model(model_cfg, nnx.Rngs(seed), frozen or {})
+def init_state(kind: ModelKind, model_cfg, seed: int, run_phases: list[Phase], frozen=None, lora_cfg=None):
+    """A fresh train state; `lora_cfg` (the run's `train.lora`) attaches adapters to the model."""
+    model = lora.build(kind, model_cfg, nnx.Rngs(seed), frozen or {}, lora_cfg)
     model_state = nnx.state(model)
     opt = {p.name: p.tx.init(nnx.split_state(model_state, p.trains, ...)[0]) for p in run_phases}
     return {"step": jnp.zeros((), jnp.int32), "model": model_state, "opt": opt.get("", opt)}
@@ -85,16 +87,27 @@ def _micro_batches(batch: dict, k: int) -> dict:
     return jax.tree.map(split, batch)
 
 
+# Folded into a micro-step's key for LoRA dropout masks, apart from the key the loss itself draws from.
+_ADAPTER_DROPOUT_SALT = 0x10A
+
+
 def make_train_step(run_phases: list[Phase], loss_fns: list[LossFn], loss_totals, graphdef, *, seed: int,
-                    grad_accum: int):
+                    grad_accum: int, adapter_dropout: bool = False):
     """A pure `step(state, batch) -> (state, metrics)` to be wrapped in `jax.jit` by the caller; `loss_fns`
-    are the phases' losses built for the run's config, `loss_totals` their normalisers of the global batch."""
+    are the phases' losses built for the run's config, `loss_totals` their normalisers of the global batch.
+    `adapter_dropout`: the model has LoRA adapters with dropout, on in this step (never in evaluation)."""
+
+    def forward(loss_fn, model, batch, rng, totals):
+        if not adapter_dropout:
+            return loss_fn(model, batch, rng, totals)
+        with lora_layers.training(jax.random.fold_in(rng, _ADAPTER_DROPOUT_SALT)):
+            return loss_fn(model, batch, rng, totals)
 
     def loss_and_grad(loss_fn, trains, trainable, others, batch, rng, totals):
         def loss_of(params):
             # copy=True: the forward may mutate non-param Variables (EMA codebooks) inside this trace.
             model = nnx.merge(graphdef, params, others, copy=True)
-            loss, metrics = loss_fn(model, batch, rng, totals)
+            loss, metrics = forward(loss_fn, model, batch, rng, totals)
             # Non-trainable state mutated by the forward pass (e.g. RVQ EMA codebooks) leaves here.
             _, new_others = nnx.split_state(nnx.state(model), trains, ...)
             return loss, (metrics, new_others)

@@ -21,6 +21,8 @@ from flax import nnx
 from ml_collections import ConfigDict
 
 from bajax import malloc, models, runs, sharding
+from bajax.layers import lora as lora_layers
+from bajax.models import lora
 from bajax.train import checkpoint, distributed, freeze, peak, speech_eval
 from bajax.train.metrics import MetricsWriter
 from bajax.train.step import init_state, make_train_step, phases, state_shardings
@@ -87,13 +89,15 @@ class Trainer:
             self.frozen = self.kind.load_frozen(cfg.model, self.mesh)
         self.loss_fn = self.kind.loss(cfg.model, self.frozen)
         freeze_patterns, train_only = freeze.resolve(cfg.train, self.kind.stages)
-        self.is_trainable = freeze.trainable_filter(freeze_patterns, train_only)
+        self.is_trainable = freeze.trainable_filter(freeze_patterns, train_only, adapters_only=lora.enabled(cfg))
         self.phases = phases(self.kind, cfg, self.is_trainable)   # one optimizer, or one per kind.updates
         with self.scope():
-            abstract_model = nnx.eval_shape(lambda: self.kind.build_model(cfg.model, nnx.Rngs(cfg.seed), self.frozen))
+            abstract_model = nnx.eval_shape(lambda: lora.build(self.kind, cfg.model, nnx.Rngs(cfg.seed), self.frozen,
+                                                               cfg.train.lora))
             self.graphdef = nnx.graphdef(abstract_model)
             freeze.check_patterns(nnx.state(abstract_model), freeze_patterns, train_only)
-            self._init = lambda: init_state(self.kind, cfg.model, cfg.seed, self.phases, self.frozen)
+            self._init = lambda: init_state(self.kind, cfg.model, cfg.seed, self.phases, self.frozen,
+                                            cfg.train.lora)
             self.abstract_state = jax.eval_shape(self._init)
             self.state_shardings = state_shardings(self.abstract_state, self.mesh)
         self._speech = None   # the train.eval_speech evaluator, built at the first evaluation
@@ -121,8 +125,16 @@ class Trainer:
         if self.cfg.train.init_from:
             flag = "config.train.init_from"
             run = runs.resolve(self.cfg.train.init_from, flag)
-            state["model"] = runs.restore_model(run, runs.pick_step(run, flag=flag),
-                                                self.abstract_with_shardings()["model"], self.cfg, flag=flag)
+            step = runs.pick_step(run, flag=flag)
+            target = self.abstract_with_shardings()["model"]
+            if lora.enabled(self.cfg) and not lora.in_checkpoint(runs.leaf_shapes(runs.state_dir(run, step))):
+                # The usual fine-tune: adapters on a run trained (or imported) without them. The base comes
+                # from that run; the adapters keep their fresh init (B = 0: the model starts as that run).
+                _, base = nnx.split_state(target, lora_layers.Adapter, ...)
+                restored = runs.restore_model(run, step, base, self.cfg, flag=flag)
+                state["model"] = nnx.merge_state(state["model"], restored)
+            else:
+                state["model"] = runs.restore_model(run, step, target, self.cfg, flag=flag)
         return state
 
     def num_trainable(self) -> tuple[int, int]:
@@ -135,7 +147,8 @@ class Trainer:
         loss_fns = ([self.loss_fn] if not self.kind.updates else
                     [p.loss(self.cfg.model, self.frozen) for p in self.phases])
         step = make_train_step(self.phases, loss_fns, self.kind.loss_totals, self.graphdef, seed=self.cfg.seed,
-                               grad_accum=self.cfg.train.grad_accum)
+                               grad_accum=self.cfg.train.grad_accum,
+                               adapter_dropout=lora.enabled(self.cfg) and self.cfg.train.lora.dropout > 0)
         jitted = jax.jit(step, in_shardings=(self.state_shardings, None),
                          out_shardings=(self.state_shardings, None), donate_argnums=0,
                          compiler_options=self.compiler_options())
