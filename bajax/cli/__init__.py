@@ -35,6 +35,8 @@ COMMANDS = (
     ("export", "bajax.cli.interop"),
     ("import-hf", "bajax.cli.interop"),
     ("import-torch", "bajax.cli.interop"),
+    ("import-release", "bajax.cli.release"),
+    ("export-release", "bajax.cli.release"),
     ("quickstart", "bajax.cli.quickstart"),
 )
 

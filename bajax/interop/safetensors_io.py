@@ -88,7 +88,8 @@ class ShardedWriter:
         rows = np.atleast_1d(array)
         step = max(1, (64 << 20) // max(1, rows[:1].nbytes))
         for start in range(0, len(rows), step):
-            self._handle.write(memoryview(np.ascontiguousarray(rows[start:start + step])).cast("B"))
+            # Bytes via a uint8 view: the buffer protocol has no code for bfloat16.
+            self._handle.write(memoryview(np.ascontiguousarray(rows[start:start + step]).reshape(-1).view(np.uint8)))
         self._pos += 1
 
     def close(self) -> list[str]:
@@ -141,6 +142,10 @@ class Reader:
 
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self._where[name][1]["shape"])
+
+    def dtype_code(self, name: str) -> str:
+        """The stored dtype ('BF16', 'F32', ...), without reading the tensor."""
+        return self._where[name][1]["dtype"]
 
     def get(self, name: str, dtype=np.float32) -> np.ndarray:
         if name not in self._where:

@@ -2,11 +2,16 @@
 
 from ml_collections import ConfigDict
 
+from bajax.lm.special_tokens import NAMES
+
 
 def default_model_config() -> ConfigDict:
     m = ConfigDict()
     m.vocab = "bytes"                 # 'bytes' (tiny runs) or 'qwen' (tokenizer.json of Qwen2.5)
     m.vocab_size = 384                # bytes + special tokens, padded to a multiple of 128
+    # Special-token ids (name -> id; -1 = the default of model.vocab). `bajax import-release` sets them from
+    # the release's config.json and tokenizer; read them with bajax.lm.special_tokens.ids_of(model).
+    m.special_ids = ConfigDict({name: -1 for name in NAMES})
     m.hidden = 128                    # the reference's audio head needs a multiple of 128
     m.layers = 2
     m.heads = 4

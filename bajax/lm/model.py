@@ -63,7 +63,7 @@ class AudioLLM(nnx.Module):
         if len(cfg.codebook_sizes) != DEPTH:
             raise ValueError(f"model.codebook_sizes needs {DEPTH} entries, got {tuple(cfg.codebook_sizes)}")
         self.dtype = compute_dtype(cfg.dtype)
-        self.audio_pad_id = special_tokens.ids_for(cfg.vocab, cfg.vocab_size)["audio_pad"]
+        self.audio_pad_id = special_tokens.ids_of(cfg)["audio_pad"]
         if self.audio_pad_id >= cfg.vocab_size:
             raise ValueError(f"model.vocab_size={cfg.vocab_size} is too small for vocab={cfg.vocab!r} "
                              f"(audio_pad id {self.audio_pad_id})")

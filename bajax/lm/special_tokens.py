@@ -2,6 +2,13 @@
 
 With the Qwen2.5 vocabulary the reference ids are used. With the byte-level vocabulary of tiny configs
 (ids 0..255 are bytes) the same names take the last ids of the vocabulary, in the order below.
+
+A model imported from a release directory carries its own ids (Baichuan-Omni-1.5 puts audio_start at 151676,
+not 151657) in `model.special_ids` (name -> id, -1 = the default of `model.vocab`); `ids_of(model_cfg)` is
+THE place the rest of bajax reads a model's ids from, and a text tokenizer built for that model
+(`bajax.data.text.for_model`) must agree with them. `RELEASE_FIELDS` names the `audio_config` fields of a
+release's config.json that hold the audio ids; the others (endoftext, B_SYS, C_Q, C_A) come from the
+release's tokenizer files, looked up by their `TEXT` strings.
 """
 
 from __future__ import annotations
@@ -74,3 +81,22 @@ def ids_for(vocab: str, vocab_size: int) -> dict[str, int]:
     if vocab == "qwen":
         return dict(QWEN_IDS)
     raise ValueError(f"model.vocab must be 'bytes' or 'qwen', got {vocab!r}")
+
+
+# The release config.json (`audio_config.<field>`) fields that hold a special-token id.
+RELEASE_FIELDS = {name: f"{name}_token_id" for name in NAMES if name.startswith("audio")}
+
+
+def ids_of(model_cfg) -> dict[str, int]:
+    """The special-token ids of an LM `model` config: `model.special_ids` where set (>= 0), else the ids of
+    `model.vocab`. Configs written before `special_ids` existed read as all unset."""
+    given = {n: int(v) for n, v in dict(model_cfg.get("special_ids", None) or {}).items() if int(v) >= 0}
+    unknown = sorted(set(given) - set(NAMES))
+    if unknown:
+        raise ValueError(f"model.special_ids has unknown names {unknown}; valid names: {list(NAMES)}")
+    ids = given if len(given) == len(NAMES) else {**ids_for(model_cfg.vocab, model_cfg.vocab_size), **given}
+    too_big = {n: i for n, i in ids.items() if i >= model_cfg.vocab_size}
+    if too_big:
+        raise ValueError(f"special-token ids {too_big} do not fit model.vocab_size={model_cfg.vocab_size}; set "
+                         "model.special_ids.NAME or a larger vocab_size")
+    return ids

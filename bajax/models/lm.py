@@ -7,6 +7,7 @@ import numpy as np
 from bajax.interop.layout_lm import baichuan_lm
 from bajax.lm import batch as lm_batch
 from bajax.lm import flops as lm_flops
+from bajax.lm import special_tokens
 from bajax.lm.config import REFERENCE_HEAD_WIDTH, default_model_config
 from bajax.lm.losses import lm_loss, loss_totals
 from bajax.lm.model import AudioLLM
@@ -46,6 +47,7 @@ def make_dataset(cfg, process_index: int, process_count: int, split: str):
     m = cfg.model
     return lm_dataset(cfg.data, batch_size=rows_per_process(cfg.train, process_count), seq_len=cfg.data.seq_len,
                       vocab=m.vocab, vocab_size=m.vocab_size, codebook_sizes=tuple(m.codebook_sizes),
+                      special=special_tokens.ids_of(m),
                       process_index=process_index, process_count=process_count, split=split)
 
 

@@ -52,7 +52,7 @@ class TextAlignment(nnx.Module):
             # from the state); for a 1.5B LM prefer `train.init_from` of a run that already has them.
             nnx.update(lm, weights)
         self.lm = freeze_params(lm)
-        self.start_id = special_tokens.ids_for(cfg.vocab, cfg.vocab_size)["audio_end"]
+        self.start_id = special_tokens.ids_of(cfg)["audio_end"]
         self.vocab_size = int(cfg.vocab_size)
 
     def ce_sums(self, q: jax.Array, code_lengths: jax.Array, text_tokens: jax.Array,
