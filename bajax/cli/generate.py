@@ -4,9 +4,16 @@ decoder and the vocoder.
   bajax generate --lm runs/lm_tiny --flow runs/flow_tiny_tok --text "Hello there." -o hello.wav
   bajax generate --lm runs/lm --tokenizer runs/tokenizer --flow runs/flow --audio question.wav -o answer.wav
   bajax generate --lm runs/lm --flow runs/flow --vocoder runs/vocoder --text "Hello there." -o hello.wav
+  echo '[]' > chat.json                                      # a conversation, one turn per call:
+  bajax generate --lm runs/lm_sft --flow runs/flow --audio q1.wav --history chat.json --history-out chat.json \\
+      -o a1.wav
+  bajax generate --lm runs/lm_sft --flow runs/flow --text "And then?" --history chat.json \\
+      --history-out chat.json -o a2.wav
 
 Prints the generated text, writes the 24 kHz wav and a PNG of its mel (OUT.png unless --mel-png). The mel is
 spoken by Griffin-Lim, or by a trained HiFT vocoder run with --vocoder (configs/vocoder/).
+With --history the prompt is the next user turn of that conversation (the layout of `chat` training rows,
+bajax/data/chat.py); without it --text is spoken as given (the TTS layout).
 """
 
 from __future__ import annotations
@@ -54,10 +61,16 @@ def register(sub) -> None:
                        description=__doc__, formatter_class=_formatter())
     add_model_flags(p)
     prompt = p.add_mutually_exclusive_group(required=True)
-    prompt.add_argument("--text", help="text to speak (TTS layout: text <audiogen_start> ...)")
+    prompt.add_argument("--text", help="text to speak (TTS layout: text <audiogen_start> ...), or with --history "
+                                       "the user's typed turn")
     prompt.add_argument("--audio", help="spoken question (speech-to-speech layout of SPEC section 3)")
     p.add_argument("-o", "--output", required=True, help="output wav (24 kHz)")
     p.add_argument("--mel-png", default="", help="PNG of the output mel (default: OUT.png)")
+    p.add_argument("--history", default="",
+                   help="JSON file of the conversation so far (turns as in chat manifest rows, audio as paths); "
+                        "--text/--audio is then the next user turn")
+    p.add_argument("--history-out", default="",
+                   help="write the history plus this turn and the reply (its speech as spans of -o) to this file")
     add_generation_flags(p)
     p.set_defaults(func=run)
 

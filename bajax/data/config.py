@@ -26,8 +26,12 @@ def default_data_config() -> ml_collections.ConfigDict:
     c.cache_dir = ""  # where the embedded corpus is prepared; '' = $XDG_CACHE_HOME/bajax
     c.text_tokenizer = "bytes"  # 'bytes' or the path of a Hugging Face tokenizer.json
     # Relative weights; 0 drops a task. `text` (text-only LM data from the ASR transcripts) is off by default:
-    # text pre-training and the text-only evaluation of the two-stage ablation switch it on.
-    c.mixture = ml_collections.ConfigDict({task: TABLE4_HOURS[task] for task in TASKS} | {"text": 0.0})
+    # text pre-training and the text-only evaluation of the two-stage ablation switch it on. `chat` (dialogues,
+    # not pre-training data) is off too: the `:sft` presets of configs/lm/ train on it alone.
+    c.mixture = ml_collections.ConfigDict({task: TABLE4_HOURS.get(task, 0.0) for task in TASKS} | {"text": 0.0})
+    # Chat rows (supervised fine-tuning): which assistant speech carries audio loss: 'itts' (all of it),
+    # 'intlv' (none: text loss only) or 'last' (the last reply's); bajax/data/chat.py AUDIO_LOSS.
+    c.chat_audio_loss = "itts"
     c.seq_len = 1024  # packed row length (lm_dataset's seq_len argument wins when given)
     c.pack_bins = 0  # first-fit packing bins; 0 = batch_size (more bins pack tighter)
     c.shuffle_seed = 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import grain
 import numpy as np
 
-from bajax.data import formats, records, sources
+from bajax.data import chat, formats, records, sources
 from bajax.data import text as text_lib
 
 PACKED_KEYS = ("tokens", "audio_codes", "text_targets", "text_weights", "audio_targets", "audio_weights")
@@ -79,9 +79,11 @@ def lm_records(
 class _Format(grain.transforms.Map):
     """Record -> unpacked LM arrays; the tokenizer is built lazily so the transform pickles to workers."""
 
-    def __init__(self, tokenizer_spec: str, vocab: str, vocab_size: int, codebook_sizes, seq_len: int):
-        self._args = (tokenizer_spec, vocab, vocab_size)
+    def __init__(self, tokenizer_spec: str, vocab: str, vocab_size: int, codebook_sizes, seq_len: int,
+                 special: dict | None = None, chat_audio_loss: str = "itts"):
+        self._args = (tokenizer_spec, vocab, vocab_size, special)
         self._codebook_sizes, self._seq_len = tuple(codebook_sizes), seq_len
+        self._chat_audio_loss = chat_audio_loss
         self._tok = None
 
     def __getstate__(self):
@@ -89,11 +91,12 @@ class _Format(grain.transforms.Map):
 
     def map(self, element):
         if self._tok is None:
-            spec, vocab, vocab_size = self._args
-            self._tok = text_lib.make(spec, vocab=vocab, vocab_size=vocab_size)
+            spec, vocab, vocab_size, special = self._args
+            self._tok = text_lib.make(spec, vocab=vocab, vocab_size=vocab_size, special=special)
         meta, codes = element
         return formats.format_sample(
-            meta, codes, self._tok, codebook_sizes=self._codebook_sizes, seq_len=self._seq_len
+            meta, codes, self._tok, codebook_sizes=self._codebook_sizes, seq_len=self._seq_len,
+            chat_audio_loss=self._chat_audio_loss,
         )
 
 
@@ -112,20 +115,27 @@ def lm_dataset(
     vocab: str,
     vocab_size: int,
     codebook_sizes,
+    special: dict | None = None,
     process_index: int = 0,
     process_count: int = 1,
     split: str = "train",
 ) -> grain.IterDataset:
-    """Host-local LM batches `[batch_size, seq_len]` (bajax/lm/batch.py). See the module docstring."""
+    """Host-local LM batches `[batch_size, seq_len]` (bajax/lm/batch.py). See the module docstring.
+    `special`: the model's special-token ids (`special_tokens.ids_of`), which the tokenizer must use."""
     seq_len = int(seq_len or data_cfg.seq_len)
     root = sources.resolve(data_cfg)
     if any(w > 0 and t != TEXT_ONLY for t, w in data_cfg.mixture.items()):  # text-only data has no codes
         sources.check_codebooks(root, codebook_sizes)
-    text_lib.make(data_cfg.text_tokenizer, vocab=vocab, vocab_size=vocab_size)  # fail early on a bad spec
+    text_lib.make(data_cfg.text_tokenizer, vocab=vocab, vocab_size=vocab_size, special=special)  # fail early
     ds = lm_records(
         data_cfg, process_index=process_index, process_count=process_count, split=split, root=root
     )
-    ds = ds.map(_Format(data_cfg.text_tokenizer, vocab, vocab_size, codebook_sizes, seq_len))
+    chat_audio_loss = data_cfg.get("chat_audio_loss", "itts")
+    if chat_audio_loss not in chat.AUDIO_LOSS:
+        raise ValueError(f"data.chat_audio_loss={chat_audio_loss!r}; use one of {chat.AUDIO_LOSS} "
+                         "(bajax/data/chat.py says what each trains)")
+    ds = ds.map(_Format(data_cfg.text_tokenizer, vocab, vocab_size, codebook_sizes, seq_len, special,
+                        chat_audio_loss))
     it = ds.to_iter_dataset(
         grain.ReadOptions(num_threads=data_cfg.num_threads, prefetch_buffer_size=data_cfg.read_buffer)
     )

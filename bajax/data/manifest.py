@@ -3,7 +3,7 @@
 Schema (one JSON object per line; `bajax/data/README_SECTION.md` has the user-facing copy):
 
     {"id": "doc7-asr",                 # unique per manifest; defaults to "line<N>"
-     "task": "asr",                    # asr | aqa | s2tt | intlv | tts | itts | audio
+     "task": "asr",                    # asr | aqa | s2tt | intlv | tts | itts | audio | chat
      "language": "en",                 # language of the speech (free string, e.g. en, zh)
      "split": "train",                 # train | valid (default train)
      "audio": ["audio/doc7.flac"],     # one path or a list; relative paths are relative to the manifest
@@ -19,6 +19,19 @@ A line without `segments` but with `text` is one segment covering the whole of `
 Which segment texts are required depends on the task: every segment needs text for asr, intlv, tts and
 itts; aqa and s2tt need `response` (segment texts, the question transcript or source sentence, are
 optional and only feed the tokenizer's alignment loss); pure audio needs none.
+
+A `chat` row (supervised chat fine-tuning) has `turns` instead of `segments`/`prompt`/`response`:
+
+    {"id": "q0005-en-chat", "task": "chat", "language": "en",
+     "turns": [{"role": "system", "text": "You are a helpful voice assistant."},
+               {"role": "user", "audio": "audio/q0005-en.flac", "start": 0.0, "end": 1.34},
+               {"role": "assistant", "text": "Four plus one is 5.",
+                "audio": "audio/a0005.flac"}]}          # a spoken answer: the text, then its speech
+
+The turn schema (roles, parts, `audio_loss`) is documented and checked in bajax/data/chat.py; the token
+layout and loss weights are `chat_layout` in bajax/data/formats.py. A chat row's audio spans become its
+`segments` (in order of appearance) so `bajax prepare` encodes them like any other; `audio` (top level) is
+optional and, when given, turns may name its files by index.
 """
 
 from __future__ import annotations
@@ -27,9 +40,11 @@ import dataclasses
 import json
 import posixpath
 
-# The seven task formats (paper section 3.3.1; bajax/data/formats.py turns each into tokens and weights).
+# The seven pre-training task formats (paper section 3.3.1) and `chat`, the multi-turn dialogues of supervised
+# fine-tuning (bajax/data/chat.py); bajax/data/formats.py turns each into tokens and weights.
 # This is the one list: configs, pipelines, the quickstart and sweeps read it from here.
-TASKS = ("asr", "aqa", "s2tt", "intlv", "tts", "itts", "audio")
+TASKS = ("asr", "aqa", "s2tt", "intlv", "tts", "itts", "audio", "chat")
+PRETRAINING_TASKS = TASKS[:-1]   # what the embedded corpus covers; `chat` has its own example manifest
 SPLITS = ("train", "valid")
 # Tasks whose every segment must carry its transcript.
 _TEXT_TASKS = ("asr", "intlv", "tts", "itts")
@@ -67,6 +82,7 @@ class Entry:
     response: str
     response_language: str
     line: int
+    turns: tuple = ()            # chat rows: bajax.data.chat.Turn, whose parts index `segments`
 
 
 def _resolve(path: str, base: str) -> str:
@@ -105,6 +121,8 @@ def parse_line(line: str, lineno: int, base_dir: str = "") -> Entry:
     split = obj.get("split", "train")
     if split not in SPLITS:
         raise ManifestError("bad_field", f"{where}: split must be one of {SPLITS}, got {split!r}")
+    if task == "chat":
+        return _chat_entry(obj, sid, split, where, lineno, base_dir)
     audio = obj.get("audio")
     if isinstance(audio, str):
         audio = [audio]
@@ -154,6 +172,32 @@ def parse_line(line: str, lineno: int, base_dir: str = "") -> Entry:
         response_language=str(obj.get("response_language", language)),
         line=lineno,
     )
+
+
+def _chat_entry(obj: dict, sid: str, split: str, where: str, lineno: int, base_dir: str) -> Entry:
+    """A chat row: its turns checked by bajax/data/chat.py, its audio spans as segments."""
+    from bajax.data import chat
+
+    extra = sorted(k for k in ("segments", "text", "prompt", "response") if k in obj)
+    if extra:
+        raise ManifestError("bad_field", f"{where}: a chat row has 'turns', not {extra}; put text and audio in "
+                                         "the turns (schema: bajax/data/chat.py)")
+    audio = obj.get("audio")
+    if isinstance(audio, str):
+        audio = [audio]
+    if audio is not None and not (isinstance(audio, list) and all(isinstance(a, str) and a for a in audio)):
+        raise ManifestError("bad_field", f"{where}: 'audio' must be a path or a list of paths")
+    listed = [_resolve(a, base_dir) for a in audio or ()]
+    try:
+        turns, spans = chat.parse_turns(obj.get("turns"), where, base_dir=base_dir, audio_list=listed)
+    except chat.ChatError as e:
+        raise ManifestError(e.reason, str(e)) from e
+    paths = list(dict.fromkeys(s.path for s in spans))
+    segments = tuple(Segment(paths.index(s.path), s.start, s.end, s.text) for s in spans)
+    language = str(obj.get("language", ""))
+    return Entry(id=sid, task="chat", language=language, split=split, audio=tuple(paths), segments=segments,
+                 prompt="", response="", response_language=str(obj.get("response_language", language)),
+                 line=lineno, turns=turns)
 
 
 def read(path: str, *, base_dir: str | None = None) -> tuple[list[Entry], list[tuple[str, str]]]:

@@ -212,6 +212,10 @@ def _finish_shard(base: epath.Path, good, bad, encode_fn, sizes, codes_name, key
             "response_language": entry.response_language,
             "quantiser": codes_name,
         }
+        if entry.turns:   # chat: the turns, whose parts index this record's codes_<i>
+            from bajax.data import chat
+
+            meta["turns"] = chat.to_meta(entry.turns)
         if encode_fn:
             lm_recs.append(records.encode(meta, {f"codes_{i}": c for i, c in enumerate(codes)}))
         for i, s in enumerate(segs):

@@ -13,6 +13,9 @@ from etils import epath
 from bajax.data import manifest as manifest_lib
 
 CORPUS_MANIFEST = "manifest.jsonl"
+# The chat SFT example (bajax/data/chat_corpus.py): dialogues over the corpus audio, data.source='embedded-chat'.
+CHAT_MANIFEST = "chat.jsonl"
+EMBEDDED = {"embedded": CORPUS_MANIFEST, "embedded-chat": CHAT_MANIFEST}
 CORPUS_QUANTISER = "bootstrap_quantiser.npz"
 
 
@@ -31,8 +34,10 @@ def _cache_root(cache_dir: str) -> epath.Path:
     return epath.Path(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache"))) / "bajax"
 
 
-def prepare_embedded(cache_dir: str = "", *, workers: int = 2, progress: bool = False) -> epath.Path:
+def prepare_embedded(cache_dir: str = "", *, workers: int = 2, progress: bool = False,
+                     manifest_name: str = CORPUS_MANIFEST) -> epath.Path:
     """Prepares the embedded corpus (with its bootstrap-quantiser codes) once; returns the shard directory.
+    `manifest_name`: the corpus manifest, or CHAT_MANIFEST for the chat SFT example (same audio, same codes).
 
     The cache key hashes the manifest, the quantiser and the record format, so a changed corpus (or a bajax
     that writes other records) is prepared afresh.
@@ -41,7 +46,7 @@ def prepare_embedded(cache_dir: str = "", *, workers: int = 2, progress: bool = 
     from bajax.data.bootstrap_codes import BootstrapQuantiser
 
     src = corpus_dir()
-    manifest = src / CORPUS_MANIFEST
+    manifest = src / manifest_name
     if not manifest.exists():
         raise FileNotFoundError(
             f"the embedded corpus is missing ({manifest}); reinstall bajax or run "
@@ -49,7 +54,7 @@ def prepare_embedded(cache_dir: str = "", *, workers: int = 2, progress: bool = 
         )
     qbytes = (src / CORPUS_QUANTISER).read_bytes()
     key = hashlib.sha256(manifest.read_bytes() + qbytes + f"v{prepare_lib.FORMAT_VERSION}".encode()).hexdigest()[:16]
-    out = _cache_root(cache_dir) / f"corpus-{key}"
+    out = _cache_root(cache_dir) / f"{'corpus' if manifest_name == CORPUS_MANIFEST else 'chat'}-{key}"
     if (out / "summary.json").exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -69,9 +74,9 @@ def prepare_embedded(cache_dir: str = "", *, workers: int = 2, progress: bool = 
 
 
 def resolve(data_cfg) -> epath.Path:
-    """The prepared directory for `data.source` ('embedded' or a path)."""
-    if data_cfg.source == "embedded":
-        return prepare_embedded(data_cfg.cache_dir)
+    """The prepared directory for `data.source` ('embedded', 'embedded-chat' or a path)."""
+    if data_cfg.source in EMBEDDED:
+        return prepare_embedded(data_cfg.cache_dir, manifest_name=EMBEDDED[data_cfg.source])
     root = epath.Path(data_cfg.source)
     if not root.exists():
         raise DataSourceError(

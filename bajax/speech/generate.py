@@ -3,6 +3,9 @@
 Prompt layouts (the ones the LM is trained on, bajax/data/formats.py and SPEC section 3):
   audio prompt   <B_SYS> system <C_Q> <audio_start> pad*N <audio_end> <audiotext_start> <C_A>
   text prompt    text <audiogen_start>                       (the TTS / ITTS layout: text, then its speech)
+  chat prompt    a conversation (system, user and assistant turns; bajax/data/chat.py) laid out by
+                 `bajax.data.formats.chat_layout` exactly as `chat` training rows are, then
+                 <audiotext_start> <C_A>; the audio prompt is the chat prompt of [system, spoken question]
 then the LM continues with alternating segments `text_i <audiogen_start> frames_i <audiogen_end>` until it
 emits `<|endoftext|>` or a length limit is reached:
 - a text segment ends at punctuation (`STOP_STRINGS`), at a sampled `<audiogen_start>`, or after
@@ -28,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from bajax.data import chat, formats
 from bajax.data.text import ByteTokenizer
 from bajax.lm import generate as lm_generate
 from bajax.lm import special_tokens
@@ -37,7 +41,7 @@ from bajax.lm.audio_head import DEPTH
 STOP_STRINGS = (",", "!", "?", "，", "。", "！", "？", ". ")
 # Text sampling defaults of the reference demo's text steps (SPEC's defaults are those of the audio frames).
 TEXT_SAMPLING = lm_generate.Sampling(temperature=0.3, top_k=20, top_p=0.85, repetition_penalty=1.05)
-DEFAULT_SYSTEM = "You are a helpful voice assistant. Answer the question in speech."
+DEFAULT_SYSTEM = chat.DEFAULT_SYSTEM
 
 
 class PromptError(ValueError):
@@ -89,16 +93,20 @@ def text_prompt(text: str, tok) -> tuple[np.ndarray, np.ndarray]:
 
 def audio_prompt(codes: np.ndarray, tok, system: str = DEFAULT_SYSTEM) -> tuple[np.ndarray, np.ndarray]:
     """(tokens [n], codes [n, 8]) of the speech-to-speech question layout around the prompt's frames."""
-    s = tok.special
     codes = np.asarray(codes, np.int32).reshape(-1, DEPTH)
     if len(codes) == 0:
         raise PromptError("--audio: the prompt is shorter than one code frame (80 ms); record a longer question")
-    head = np.concatenate([[s["B_SYS"]], tok.encode(system), [s["C_Q"], s["audio_start"]]])
-    tail = [s["audio_end"], s["audiotext_start"], s["C_A"]]
-    ids = np.concatenate([head, np.full(len(codes), s["audio_pad"]), tail]).astype(np.int32)
-    all_codes = np.zeros((len(ids), DEPTH), np.int32)
-    all_codes[len(head):len(head) + len(codes)] = codes
-    return ids, all_codes
+    turns = (chat.Turn("system", (chat.Part(system),)), chat.Turn("user", (chat.Part("", 0),)))
+    return chat_prompt(turns, [codes], tok)
+
+
+def chat_prompt(turns, codes, tok) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens [n], codes [n, 8]) of a conversation (bajax.data.chat.Turn; `codes[i]` = frames of span i) and
+    the opening of the spoken reply: the layout of `chat` training rows (bajax.data.formats.chat_layout)."""
+    for i, c in enumerate(codes):
+        if len(c) == 0:
+            raise PromptError(f"audio span {i} of the conversation is shorter than one code frame (80 ms)")
+    return formats.chat_prompt(turns, [np.asarray(c, np.int32).reshape(-1, DEPTH) for c in codes], tok, DEPTH)
 
 
 # ----------------------------------------------------------------------------------------------- backends

@@ -48,6 +48,9 @@ class Request:
     gl_iters: int = 32                       # Griffin-Lim iterations (when no `vocoder` is given)
     vocoder: str = ""                        # a HiFT vocoder run (kind 'vocoder'); "" = Griffin-Lim
     cache: bool = True                       # False: recompute the whole sequence at every step (reference)
+    history: str = ""                        # JSON turns so far (bajax/speech/conversation.py); the prompt is
+    #                                          then the next user turn of that conversation (chat layout)
+    history_out: str = ""                    # write history + this turn + the reply there (needs `history`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +72,8 @@ def check(req: Request) -> None:
         raise UsageError(f"--audio {req.audio}: file not found; pass a wav/flac/ogg/mp3 recording of the question")
     if not req.output.lower().endswith((".wav", ".flac", ".ogg")):
         raise UsageError(f"-o {req.output}: the output must end in .wav (or .flac / .ogg)")
+    if req.history_out and not req.history:
+        raise UsageError("--history-out needs --history: start a conversation with a history file that holds []")
     for name in ("max_frames", "max_text_tokens", "steps"):
         if getattr(req, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(req, name)}")
@@ -87,12 +92,16 @@ def _read_prompt_audio(req: Request, sample_rate: int = 16000):
 
 
 def _prompt(tok, synth, max_len: int, *, system: str, text: str | None = None, wave=None,
-            audio_name: str = "the question"):
+            audio_name: str = "the question", history=None, history_path: str = ""):
     import numpy as np
 
     from bajax.models.tokenizer import load_encode_fn
+    from bajax.speech import conversation
     from bajax.speech import generate as gen
 
+    if history is not None:
+        return conversation.prompt(history, tok, load_encode_fn(synth.tokenizer_run), path=history_path,
+                                   system=system, max_len=max_len, text=text, wave=wave)
     if text is not None:
         return gen.text_prompt(text, tok)
 
@@ -129,6 +138,7 @@ class Generated:
     stop: str
     lm_seconds: float
     synthesis_seconds: float
+    parts: tuple = ()    # (text, frames) of each generated segment, in order (their speech is back to back)
 
 
 class Talker:
@@ -144,8 +154,7 @@ class Talker:
         vocoder = make_vocoder(req)             # first: a wrong --vocoder fails before the LM is loaded
         self.lm = runs.load(req.lm, "lm", flag="lm")
         m = self.lm.cfg.model
-        self.tok = text_lib.make(req.text_tokenizer or self.lm.cfg.data.text_tokenizer, vocab=m.vocab,
-                                 vocab_size=m.vocab_size)
+        self.tok = text_lib.for_model(req.text_tokenizer or self.lm.cfg.data.text_tokenizer, m)
         self.synth = Synthesizer.load(req.flow, req.tokenizer, steps=req.steps, guidance=req.guidance,
                                       vocoder=vocoder)
         if tuple(self.synth.codebook_sizes) != tuple(int(c) for c in m.codebook_sizes):
@@ -159,8 +168,9 @@ class Talker:
         return int(self.synth.vocoder.sample_rate)
 
     def __call__(self, *, text: str | None = None, question=None, seed: int | None = None,
-                 audio_name: str = "the question") -> Generated:
-        """A reply to `text` (TTS layout) or to `question` (16 kHz wave, speech-to-speech layout)."""
+                 audio_name: str = "the question", history=None) -> Generated:
+        """A reply to `text` (TTS layout) or to `question` (16 kHz wave, speech-to-speech layout); with
+        `history` (bajax.speech.conversation.read), to that conversation continued by `text` or `question`."""
         import jax
         import numpy as np
 
@@ -169,7 +179,7 @@ class Talker:
         req = self.req
         seed = req.seed if seed is None else seed
         tokens, codes = _prompt(self.tok, self.synth, self.max_len, system=req.system, text=text, wave=question,
-                                audio_name=audio_name)
+                                audio_name=audio_name, history=history, history_path=req.history)
         t1 = time.perf_counter()
         out = gen.run(self.lm.model, self.tok, tokens, codes, key=jax.random.key(seed),
                       audio_sampling=req.audio_sampling, text_sampling=req.text_sampling, cache=req.cache,
@@ -183,7 +193,8 @@ class Talker:
             wave = wave * (0.99 / peak)
         return Generated(text=out.text, wave=wave, mel=mel, sample_rate=self.sample_rate, frames=len(out.frames),
                          segments=sum(1 for s in out.segments if len(s.codes)), stop=out.stop,
-                         lm_seconds=t2 - t1, synthesis_seconds=t3 - t2)
+                         lm_seconds=t2 - t1, synthesis_seconds=t3 - t2,
+                         parts=tuple((s.text, len(s.codes)) for s in out.segments))
 
 
 def speak(req: Request) -> Reply:
@@ -191,22 +202,29 @@ def speak(req: Request) -> Reply:
     another ValueError: LoadError, PromptError, bad codes) with a message that names the flag and the fix."""
     check(req)
     question = _read_prompt_audio(req)
+    from bajax.speech import conversation
+
+    history = conversation.read(req.history) if req.history else None   # checked before any model loads
     from bajax.audio import io as audio_io
     from bajax.speech.pipeline import save_mel_png
 
     t0 = time.perf_counter()
     talker = Talker(req)
     load_s = time.perf_counter() - t0
-    got = talker(text=req.text, question=question, audio_name=req.audio or "")
+    got = talker(text=req.text, question=question, audio_name=req.audio or "", history=history)
     rate, hop = got.sample_rate, talker.synth.vocoder.hop
     audio_io.write(req.output, got.wave, rate)
     png = req.mel_png or os.path.splitext(req.output)[0] + ".png"
     save_mel_png(got.mel, png, title=f"{os.path.basename(req.output)}: {got.frames} code frames",
                  frame_rate=rate / hop)
+    if req.history_out:
+        conversation.write(req.history_out, conversation.next_history(
+            history, system=req.system, text=req.text, audio=req.audio, parts=got.parts, wav=req.output,
+            seconds_per_frame=talker.synth.mel_per_code * hop / rate))
     # Control characters an undertrained LM may emit are shown escaped, never sent raw to the terminal.
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in got.text)
     report = (f"wrote {req.output}: {len(got.wave)} samples = {len(got.wave) / rate:.2f} s at {rate} Hz from "
               f"{got.frames} code frames in {got.segments} audio segment(s) ({got.mel.shape[0]} mel frames x "
               f"{hop}); mel {png}; stop: {got.stop}; load {load_s:.1f} s, LM {got.lm_seconds:.1f} s, "
-              f"synthesis {got.synthesis_seconds:.1f} s")
+              f"synthesis {got.synthesis_seconds:.1f} s" + (f"; history {req.history_out}" if req.history_out else ""))
     return Reply(text=text, wav=req.output, png=png, frames=got.frames, report=report)

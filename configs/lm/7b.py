@@ -5,6 +5,14 @@ Real runs start from Qwen2.5-7B weights (`bajax import-hf`) and train in two sta
   bajax train --config configs/lm/7b.py:stage1 --workdir gs://BUCKET/lm7b_s1 --config.train.init_from=CKPT
   bajax train --config configs/lm/7b.py:stage2 --workdir gs://BUCKET/lm7b_s2 --config.train.init_from=gs://BUCKET/lm7b_s1/checkpoints
 
+Chat fine-tuning (`:sft`) on dialogues prepared from a manifest of `chat` rows (bajax/data/chat.py), from a
+pre-trained (or imported) run: every parameter trains (or only LoRA adapters, with --config.train.lora.rank),
+loss on the assistant turns only:
+
+  bajax prepare --manifest dialogues.jsonl --out gs://BUCKET/chat --tokenizer TOKENIZER_RUN
+  bajax train --config configs/lm/7b.py:sft --workdir gs://BUCKET/lm7b_sft --config.data.source=gs://BUCKET/chat \\
+      --config.train.init_from=gs://BUCKET/lm7b_s2/checkpoints --config.data.text_tokenizer=TOKENIZER_JSON
+
 Check that the recipe fits a slice before renting it, and launch it on every worker of the pod:
 
   bajax plan --config configs/lm/7b.py:stage2 --topology v5p-256
@@ -38,7 +46,7 @@ def get_config(stage: str = "stage1"):
     c.mesh.data = 1
     c.mesh.fsdp = -1                  # fill: 128 chips of v5p-256, 64 GPUs of h100x64, ...
     c.mesh.tensor = 1
-    c.train.stage = stage
+    c.train.stage = "" if stage == "sft" else stage
     c.train.steps = 50000
     c.train.batch_size = 256          # packed rows per step: 256 x 4096 = 1.05M tokens
     c.train.grad_accum = 1            # 2 rows per chip on 128 chips; raise it on smaller slices
@@ -51,4 +59,13 @@ def get_config(stage: str = "stage1"):
     c.checkpoint.every = 1000
     c.checkpoint.keep = 3
     c.metrics.log_every = 50
+    if stage == "sft":
+        for task in c.data.mixture:
+            c.data.mixture[task] = 1.0 if task == "chat" else 0.0
+        c.train.eval_tasks = ("chat",)
+        c.train.steps = 3000
+        c.train.batch_size = 64       # 64 x 4096 tokens per step: SFT sets are ~1000x smaller than pre-training
+        c.optim.lr = 1e-5
+        c.optim.warmup_steps = 100
+        c.checkpoint.every = 500
     return c

@@ -5,6 +5,9 @@ On data prepared with a 1024-entry tokenizer (`bajax prepare --tokenizer TOKENIZ
 On the embedded corpus, whose bootstrap codes have 64 entries per codebook:
   bajax train --config configs/lm/small.py --workdir runs/lm_small \
     --config.model.codebook_sizes="(64, 64, 64, 64, 64, 64, 64, 64)"
+Chat fine-tuning (`:sft`: every parameter, `chat` rows only, loss on the assistant turns) from a pre-trained run:
+  bajax train --config configs/lm/small.py:sft --workdir runs/lm_small_sft --config.data.source=PREPARED_DIR \\
+    --config.train.init_from=runs/lm_small/checkpoints
 """
 
 from bajax.config import defaults
@@ -28,8 +31,15 @@ def get_config(stage: str = ""):
     m.attention_causal_blocks = 4
     c.train.steps = 2000
     c.train.batch_size = 8
-    c.train.stage = stage
+    c.train.stage = "" if stage == "sft" else stage
     c.optim.lr = 6e-4
     c.optim.warmup_steps = 200
     c.data.seq_len = 1024
+    if stage == "sft":
+        for task in c.data.mixture:
+            c.data.mixture[task] = 1.0 if task == "chat" else 0.0
+        c.train.eval_tasks = ("chat",)
+        c.train.steps = 500
+        c.optim.lr = 1e-4
+        c.optim.warmup_steps = 50
     return c

@@ -6,6 +6,12 @@
       --config.train.init_from=runs/lm_text/checkpoints                          # paper stage 1
   bajax train --config configs/lm/tiny.py:stage2 --workdir runs/lm_s2 \\
       --config.train.init_from=runs/lm_s1/checkpoints                            # paper stage 2
+  bajax train --config configs/lm/tiny.py:sft --workdir runs/lm_sft \\
+      --config.train.init_from=runs/lm_s2/checkpoints                            # chat fine-tuning
+
+`:sft` trains every parameter on the chat example of the embedded corpus (data.source='embedded-chat',
+bajax/data/chat_corpus.py: spoken questions with text answers, and read-aloud requests with spoken answers),
+loss on the assistant turns only; data.chat_audio_loss picks which spoken answers carry audio loss.
 
 Every run also reports the held-out text-only loss (`eval_text_loss`), the language ability that the
 two-stage recipe is meant to preserve.
@@ -13,7 +19,7 @@ two-stage recipe is meant to preserve.
 
 from bajax.config import defaults
 
-ARGS = ("", "text", "stage1", "stage2")
+ARGS = ("", "text", "stage1", "stage2", "sft")
 
 
 def get_config(arg: str = ""):
@@ -33,6 +39,15 @@ def get_config(arg: str = ""):
     if arg == "text":
         for task in c.data.mixture:
             c.data.mixture[task] = 1.0 if task == "text" else 0.0
+    elif arg == "sft":
+        for task in c.data.mixture:
+            c.data.mixture[task] = 1.0 if task == "chat" else 0.0
+        c.data.source = "embedded-chat"
+        c.train.eval_tasks = ("chat",)
+        c.train.steps = 100
+        c.optim.lr = 3e-4          # fine-tuning: a third of pre-training's
+        c.optim.warmup_steps = 10
+        c.checkpoint.every = 50
     else:
         c.train.stage = arg
     return c
