@@ -38,7 +38,7 @@ def _chat_manifest(path, rows: int = 6):
 @pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")
 def test_release_lora_sft_export_release_matches_the_reference(tmp_path):
     torch = pytest.importorskip("torch")
-    from bajax.config import apply_override
+    from bajax.config import load
     from bajax.interop.release import import_release
     from bajax.interop.safetensors_io import Reader
     from bajax.train.trainer import train
@@ -53,14 +53,13 @@ def test_release_lora_sft_export_release_matches_the_reference(tmp_path):
     assert main(["prepare", "--manifest", str(_chat_manifest(tmp_path / "chat.jsonl")), "--out", str(prepared),
                  "--tokenizer", str(imported / "tokenizer")]) == 0
 
-    sft = runs.read_config(imported / "lm", "lm")
-    for item in [f"data.source={prepared}", "data.seq_len=128", "train.steps=20", "train.batch_size=2",
-                 "train.eval_every=0", "train.stage=", "train.lora.rank=4", "train.lora.alpha=8",
-                 f"train.init_from={imported / 'lm' / 'checkpoints'}", "optim.lr=1e-2", "optim.warmup_steps=2",
-                 "checkpoint.every=0", "checkpoint.async_save=false", "metrics.tensorboard=false"]:
-        apply_override(sft, item)
-    for task in sft.data.mixture:
-        sft.data.mixture[task] = 1.0 if task == "chat" else 0.0
+    # The imported run's config.py with ':sft': dialogues only, every parameter (here: the adapters) trains.
+    sft = load(f"{imported / 'lm' / 'config.py'}:sft", [
+        f"data.source={prepared}", "data.seq_len=128", "train.steps=20", "train.batch_size=2", "train.eval_every=0",
+        "train.lora.rank=4", "train.lora.alpha=8", f"train.init_from={imported / 'lm' / 'checkpoints'}",
+        "optim.lr=1e-2", "optim.warmup_steps=2", "checkpoint.every=0", "checkpoint.async_save=false",
+        "metrics.tensorboard=false"])
+    assert {t for t, w in sft.data.mixture.items() if w} == {"chat"} and sft.train.stage == ""
     tuned = tmp_path / "sft"
     rows = train(sft, str(tuned), quiet=True, devices=jax.devices()[:1]).metrics
     assert rows[-1]["step"] == 20 and np.isfinite(rows[-1]["loss"])

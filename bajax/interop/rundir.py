@@ -19,6 +19,8 @@ from bajax.interop.entries import Path as LeafPath
 CONFIG_PY = '''"""Config of the imported run in this directory (config.json beside this file), e.g.
 
   bajax train --config {dir}/config.py --workdir runs/from_import --config.train.init_from={dir}/checkpoints
+  bajax train --config {dir}/config.py:sft --workdir runs/sft --config.data.source=DIALOGUE_SHARDS \\
+      --config.train.init_from={dir}/checkpoints        # an LLM run: chat fine-tuning on `chat` rows only
 """
 
 import json
@@ -29,7 +31,15 @@ from bajax.runs import config_from_dict
 
 def get_config(arg: str = ""):
     with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.json")) as f:
-        return config_from_dict(json.load(f))
+        cfg = config_from_dict(json.load(f))
+    if arg == "sft" and "mixture" in cfg.data:   # dialogues only, every parameter (or the LoRA adapters) trains
+        for task in cfg.data.mixture:
+            cfg.data.mixture[task] = 1.0 if task == "chat" else 0.0
+        cfg.train.eval_tasks = ("chat",)
+        cfg.train.stage = ""
+    elif arg:
+        raise ValueError(f"{__file__} takes nothing or ':sft' (LLM runs) after ':', got {arg!r}")
+    return cfg
 '''
 
 
