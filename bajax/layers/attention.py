@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bajax.kernels import attention as attention_kernels
 from bajax.layers.kv_cache import write_kv
 from bajax.layers.linear import Linear
 from bajax.layers.rope import apply_rope
@@ -86,14 +87,20 @@ class Attention(nnx.Module):
                              use_bias=out_bias, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, mask: jax.Array | None, positions: jax.Array | None = None,
-                 cache_kv: tuple[jax.Array, jax.Array] | None = None, cache_index: jax.Array | None = None):
+                 cache_kv: tuple[jax.Array, jax.Array] | None = None, cache_index: jax.Array | None = None,
+                 *, segment_ids: jax.Array | None = None, implementation: str = "xla"):
         """x [B, T, E]; mask bool [B, T, S]. Without a cache returns [B, T, E]; with `cache_kv` (this
         layer's k/v caches [B, S, KV, D]) writes the new keys at `cache_index`, attends over the whole
-        cache and returns (out, (k_cache, v_cache))."""
+        cache and returns (out, (k_cache, v_cache)).
+
+        Causal packed self-attention without a dense mask: mask=None, `segment_ids` [B, T] and an
+        `implementation` of `bajax.kernels.attention` other than "xla" (which builds the mask itself)."""
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if self.rope_theta is not None:
             q = apply_rope(q, positions, self.rope_theta)
             k = apply_rope(k, positions, self.rope_theta)
+        if cache_kv is None and segment_ids is not None:
+            return self.o_proj(attention_kernels.attention(q, k, v, segment_ids, implementation=implementation))
         if cache_kv is None:
             return self.o_proj(dot_product_attention(q, k, v, mask, self.causal_blocks))
         k_all, v_all = write_kv(cache_kv[0], cache_kv[1], k, v, cache_index)

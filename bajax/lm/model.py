@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bajax import sharding
+from bajax.kernels import attention as attention_kernels
 from bajax.layers.attention import Attention
 from bajax.layers.kv_cache import KVCache, init_cache, write_segments
 from bajax.layers.linear import Embedding, Linear
@@ -50,8 +51,10 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden, eps=cfg.norm_eps)
         self.mlp = SwiGLU(cfg.hidden, cfg.mlp, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, mask, positions, cache_kv=None, cache_index=None):
-        attn = self.self_attn(self.input_layernorm(x), mask, positions, cache_kv, cache_index)
+    def __call__(self, x, mask, positions, cache_kv=None, cache_index=None, *, segment_ids=None,
+                 implementation="xla"):
+        attn = self.self_attn(self.input_layernorm(x), mask, positions, cache_kv, cache_index,
+                              segment_ids=segment_ids, implementation=implementation)
         attn, new_kv = attn if cache_kv is not None else (attn, None)
         x = sharding.constrain(x + attn, _ACT)
         x = sharding.constrain(x + self.mlp(self.post_attention_layernorm(x)), _ACT)
@@ -63,6 +66,8 @@ class AudioLLM(nnx.Module):
         if len(cfg.codebook_sizes) != DEPTH:
             raise ValueError(f"model.codebook_sizes needs {DEPTH} entries, got {tuple(cfg.codebook_sizes)}")
         self.dtype = compute_dtype(cfg.dtype)
+        self.attention = str(cfg.get("attention", "auto"))
+        attention_kernels.resolve(self.attention, platform="cpu")  # validates the name
         self.audio_pad_id = special_tokens.ids_of(cfg)["audio_pad"]
         if self.audio_pad_id >= cfg.vocab_size:
             raise ValueError(f"model.vocab_size={cfg.vocab_size} is too small for vocab={cfg.vocab!r} "
@@ -115,10 +120,15 @@ class AudioLLM(nnx.Module):
     def hidden_from_embeddings(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array) -> jax.Array:
         """Final-normed hidden states [B, T, H] of given input embeddings x [B, T, H] (no cache): the
         decoder of `hidden`, for callers that build their own inputs (the tokenizer's frozen-LM loss)."""
-        mask = attention_mask(segment_ids, segment_ids)  # built once, shared by all layers
+        impl = attention_kernels.resolve(self.attention, x.shape[1])
+        if impl == "xla":
+            mask = attention_mask(segment_ids, segment_ids)  # built once, shared by all layers
 
-        def run(layer, h, _):
-            return layer(h, mask, positions)[0], None
+            def run(layer, h, _):
+                return layer(h, mask, positions)[0], None
+        else:  # the kernel builds its masks from the segment ids (no [B, T, T] array)
+            def run(layer, h, _):
+                return layer(h, None, positions, segment_ids=segment_ids, implementation=impl)[0], None
 
         x, _ = self.layers.scan(run, sharding.constrain(x, _ACT))
         return self.norm(x)
