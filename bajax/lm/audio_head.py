@@ -15,7 +15,9 @@ biases are off unless `ffn_bias=True` (config `audio_head_ffn_bias`); an exporte
 After the layers: RMSNorm `headnorm`, then heads[k] = Linear(h, cb_k + 1) with bias; column cb_k is
 end-of-audio, which only codebook 0 may emit (`mask_end_of_audio`).
 
-All B*T frames run at once, as a list of 8 depth slices [N, H] (N = B*T): the shared projections and
+All N frames it is given run at once (in training the loss gives it only the frames that carry audio
+targets, gathered per batch shard, see bajax/lm/losses.py; N = B*T when it runs everywhere), as a list of
+8 depth slices [N, H]: the shared projections and
 FFN_k apply to the slices through `kernels.depth_map` (one matmul over the stacked slices; on CPU a matmul
 per slice when the slices are long), heads[k] reads slice k, and `kernels.depth_attention` is the 8x8
 causal attention over the slices.

@@ -20,6 +20,10 @@ def default_model_config() -> ConfigDict:
     m.mlp = 352
     m.rope_theta = 1e6
     m.attention_causal_blocks = 1     # >1: query blocks skip the masked upper triangle (same result)
+    # Training loss: the audio head runs only at positions with audio loss weight, gathered per batch shard into
+    # the smallest of these capacities (fractions of the shard's positions) that holds them; () = everywhere
+    m.audio_head_capacity = (0.125, 0.25, 0.5)
+    m.attention = "auto"              # auto | xla | blockwise | splash | cudnn (bajax.kernels.attention)
     m.norm_eps = 1e-6
     m.tie_embeddings = False
     m.codebook_sizes = (64, 64, 64, 64, 64, 64, 64, 64)

@@ -5,8 +5,10 @@ Training costs 6 FLOPs per multiply-accumulate of a weight (forward 2, backward 
              embedding lookups are gathers and cost nothing.
   attention  QK^T and PV: 2 * 2 * seq_len * heads * head_dim FLOPs forward per layer, x3 for training,
              halved because a causal mask needs only the lower triangle.
-  audio head runs at every position (all B*T frames): per depth position its layers' projections and
-             FFN_k, the 8x8 causal attention, and heads[k] at position k.
+  audio head per frame it runs on: per depth position its layers' projections and FFN_k, the 8x8 causal
+             attention, and heads[k] at position k. The loss runs it only at positions with audio targets
+             (bajax/lm/losses.py), so per token it costs `audio_fraction` (the share of positions carrying
+             audio targets) times one frame's pass; 1.0 counts a head at every position.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ def audio_head_matmul_macs(cfg) -> int:
     return int(cfg.audio_head_layers * (DEPTH * per_position_layer + DEPTH * attention) + heads)
 
 
-def train_flops_per_token(cfg, seq_len: int) -> dict[str, float]:
-    """FLOPs per trained token: {'backbone', 'attention', 'audio_head', 'total'}."""
+def train_flops_per_token(cfg, seq_len: int, audio_fraction: float = 1.0) -> dict[str, float]:
+    """FLOPs per trained token: {'backbone', 'attention', 'audio_head', 'total'}; `audio_fraction` of the
+    positions run the audio head."""
     backbone = 6.0 * backbone_matmul_params(cfg)
     attention = 6.0 * cfg.layers * seq_len * cfg.heads * cfg.head_dim  # 12 * T * H * D, causal half
-    audio_head = 6.0 * audio_head_matmul_macs(cfg)
+    audio_head = 6.0 * audio_head_matmul_macs(cfg) * float(audio_fraction)
     return {"backbone": backbone, "attention": attention, "audio_head": audio_head,
             "total": backbone + attention + audio_head}

@@ -9,14 +9,31 @@ Additivity (gradient accumulation): the normalisers come from `loss_totals(full_
 micro-batch divides its weighted SUMS by those totals, so losses, gradients and every metric (accuracies
 and per-codebook losses included) of the micro-batches add up exactly to those of the full batch. Without
 `totals` the micro-batch is its own full batch.
+
+The audio head runs only where audio is predicted (`audio_capacity`): the positions whose audio weights
+are not all zero are gathered into a static-capacity buffer and the depth transformer and classifiers run
+on those frames only. The gather is per group of rows, one group per shard of the batch axis (one group on
+one device), so it never crosses a shard and the frame axis stays sharded like the batch. The capacity C
+per group is the smallest of a few buckets (fractions of the group's B / groups * T positions) that holds
+the fullest group, picked on device by `lax.switch` (one compiled program, one branch executed per step);
+when no bucket holds it the head runs everywhere, so no position is ever dropped. Per-position CE is scattered back into
+[B, T] (zero where no audio weight) and reduced exactly as the full head's, so the loss is the same bits.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 
+from bajax import sharding
 from bajax.lm.audio_head import DEPTH
+
+# Default capacity buckets, as fractions of the packed row length (see `audio_capacities`).
+AUDIO_CAPACITY = (0.125, 0.25, 0.5)
+CAPACITY_MULTIPLE = 8   # capacities are rounded up to a multiple of this (capped at T)
 
 
 @jax.custom_vjp
@@ -59,13 +76,95 @@ def loss_totals(batch: dict) -> dict:
             "audio_per_codebook": jnp.sum(batch["audio_weights"].astype(jnp.float32), axis=(0, 1))}
 
 
+def audio_capacities(seq_len: int, fractions: Sequence[float] = AUDIO_CAPACITY) -> tuple[int, ...]:
+    """The static per-row capacities for rows of `seq_len` positions: each fraction of seq_len rounded up to
+    a multiple of CAPACITY_MULTIPLE, deduplicated, ascending, only those below seq_len (a batch that needs
+    more runs the head at every position)."""
+    caps = set()
+    for f in fractions:
+        if not 0.0 < float(f) <= 1.0:
+            raise ValueError(f"model.audio_head_capacity: fractions must lie in (0, 1], got {tuple(fractions)}")
+        c = min(seq_len, CAPACITY_MULTIPLE * math.ceil(float(f) * seq_len / CAPACITY_MULTIPLE))
+        if c < seq_len:
+            caps.add(c)
+    return tuple(sorted(caps))
+
+
+def audio_positions(audio_weights: jax.Array) -> jax.Array:
+    """[B, T] bool: positions that carry any audio loss weight (the only ones the audio head must see)."""
+    return jnp.any(audio_weights != 0, axis=-1)
+
+
+def _masked_ce(logits, targets, mask):
+    """Per-codebook (CE, correct) lists [.., T'] with zeros where `mask` is False."""
+    out = []
+    for k in range(DEPTH):
+        ce_k, ok_k = cross_entropy(logits[k], targets[..., k])
+        out.append((jnp.where(mask, ce_k, 0.0), jnp.where(mask, ok_k, 0.0)))
+    return out
+
+
+def _audio_ce_full(model, h, targets, mask):
+    return _masked_ce(model.audio_logits(h, targets), targets, mask)
+
+
+def batch_groups(rows: int) -> int:
+    """How many shards the batch axis of the active mesh has (1 without a mesh), as a divisor of `rows`:
+    the audio head gathers within each group of rows, so a gather never crosses a batch shard."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh is None or mesh.empty:
+        return 1
+    entry = sharding.logical_to_spec(("batch",), None, mesh.axis_names)[0]
+    names = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+    return math.gcd(rows, math.prod(mesh.shape[n] for n in names))
+
+
+def _audio_ce_gathered(model, h, targets, mask, groups: int, capacity: int):
+    """The audio head on the audio positions only: the B rows form `groups` groups of B / groups rows (one
+    per batch shard); the first `capacity` audio positions of each group (the caller guarantees no group
+    has more) are gathered into [groups, capacity], and per-position CE is scattered back to [B, T]."""
+    b, t = mask.shape
+    n = b // groups * t
+    grouped = lambda x: sharding.constrain(x.reshape(groups, n, *x.shape[2:]), ("batch",) + (None,) * (x.ndim - 1))
+    mask_g, h_g, targets_g = grouped(mask), grouped(h), grouped(targets)
+    # A stable sort puts each group's audio positions first, in order; the rest of the permutation fills the
+    # unused slots, so the gathered indices of a group are distinct and the scatter below has no collisions.
+    idx = jnp.argsort(jnp.logical_not(mask_g).astype(jnp.int32), axis=1, stable=True)[:, :capacity]
+    sel = jnp.take_along_axis(mask_g, idx, axis=1)                                         # [G, C]
+    h_c = jnp.take_along_axis(h_g, idx[..., None], axis=1)                                 # [G, C, H]
+    targets_c = jnp.take_along_axis(targets_g, idx[..., None], axis=1)                     # [G, C, 8]
+    rows = jnp.arange(groups)[:, None]
+    scatter = lambda v: jnp.zeros((groups, n), v.dtype).at[rows, idx].set(v, unique_indices=True).reshape(b, t)
+    return [(scatter(ce_c), scatter(ok_c))
+            for ce_c, ok_c in _masked_ce(model.audio_logits(h_c, targets_c), targets_c, sel)]
+
+
+def audio_cross_entropy(model, h: jax.Array, targets: jax.Array, audio_weights: jax.Array,
+                        capacity: Sequence[float] = AUDIO_CAPACITY) -> list[tuple[jax.Array, jax.Array]]:
+    """Per codebook k: (CE [B, T], correct [B, T]) of the audio head, zero where a position has no audio
+    weight. With capacity fractions the head runs only on the audio positions (see the module docstring);
+    with `capacity=()` it runs at every position. Both give the same values (to matmul rounding)."""
+    mask = audio_positions(audio_weights)
+    b, t = mask.shape
+    groups = batch_groups(b)
+    caps = audio_capacities(b // groups * t, capacity) if capacity else ()
+    if not caps:
+        return _audio_ce_full(model, h, targets, mask)
+    needed = jnp.max(jnp.sum(mask.reshape(groups, -1), axis=1))   # the fullest group's audio positions
+    branch = jnp.searchsorted(jnp.asarray(caps, needed.dtype), needed, side="left")  # len(caps): none fits
+    branches = [lambda c=c: _audio_ce_gathered(model, h, targets, mask, groups, c) for c in caps]
+    branches.append(lambda: _audio_ce_full(model, h, targets, mask))
+    return jax.lax.switch(branch, branches)
+
+
 def lm_loss(model, batch: dict, totals: dict | None = None, text_loss_weight: float = 1.0,
-            audio_loss_weight: float = 1.0):
+            audio_loss_weight: float = 1.0, audio_capacity: Sequence[float] = AUDIO_CAPACITY):
     """(loss, metrics) for one batch; metrics are scalars (losses, accuracies, token counts).
 
     Sums are divided by `totals` (default: this batch's own, see `loss_totals`). Passing the totals of a
     whole global batch makes loss and metrics ADDITIVE over its micro-batches, so gradient accumulation
-    equals one large batch exactly.
+    equals one large batch exactly. `audio_capacity`: the audio head's capacity buckets (fractions of the
+    row length; `()` runs it at every position), see `audio_cross_entropy`.
     """
     totals = loss_totals(batch) if totals is None else totals
     safe = lambda n: jnp.maximum(n, 1e-8)
@@ -78,9 +177,8 @@ def lm_loss(model, batch: dict, totals: dict | None = None, text_loss_weight: fl
     metrics = {"text_loss": text_loss, "text_acc": jnp.sum(text_ok * tw) / safe(totals["text"]),
                "text_tokens": jnp.sum(tw)}
     audio_sum = jnp.zeros((), jnp.float32)
-    audio_logits = model.audio_logits(h, batch["audio_targets"])
-    for k in range(DEPTH):
-        ce_k, ok_k = cross_entropy(audio_logits[k], batch["audio_targets"][..., k])
+    audio_ce = audio_cross_entropy(model, h, batch["audio_targets"], batch["audio_weights"], audio_capacity)
+    for k, (ce_k, ok_k) in enumerate(audio_ce):
         w_k, n_k = aw[..., k], safe(totals["audio_per_codebook"][k])
         audio_sum = audio_sum + jnp.sum(ce_k * w_k)
         metrics[f"audio_loss_{k}"] = jnp.sum(ce_k * w_k) / n_k

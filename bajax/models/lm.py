@@ -9,7 +9,7 @@ from bajax.lm import batch as lm_batch
 from bajax.lm import flops as lm_flops
 from bajax.lm import special_tokens
 from bajax.lm.config import REFERENCE_HEAD_WIDTH, default_model_config
-from bajax.lm.losses import lm_loss, loss_totals
+from bajax.lm.losses import AUDIO_CAPACITY, lm_loss, loss_totals
 from bajax.lm.model import AudioLLM
 from bajax.models.registry import register
 from bajax.models.spec import Field, ModelKind, ReferenceLayout, rows_per_process
@@ -29,10 +29,14 @@ def build_model(model_cfg, rngs, frozen=None):
 
 def loss(model_cfg, frozen=None):
     text_weight, audio_weight = float(model_cfg.text_loss_weight), float(model_cfg.audio_loss_weight)
+    # The audio head runs only at audio-target positions, in these capacity buckets (fractions of a batch
+    # shard's positions; () runs it everywhere): bajax/lm/losses.py. Same loss either way.
+    capacity = tuple(float(f) for f in model_cfg.get("audio_head_capacity", AUDIO_CAPACITY))
 
     def loss_fn(model, batch, rng, totals):
         del rng  # the LLM's training forward is deterministic
-        return lm_loss(model, batch, totals=totals, text_loss_weight=text_weight, audio_loss_weight=audio_weight)
+        return lm_loss(model, batch, totals=totals, text_loss_weight=text_weight, audio_loss_weight=audio_weight,
+                       audio_capacity=capacity)
 
     return loss_fn
 
