@@ -55,6 +55,22 @@ def test_golden_layout_7b_on_v5p_256():
     assert "layers/layers/mlp/gate_proj/kernel" in text and "28x28x18944" in text
 
 
+def test_plan_compiles_the_targets_attention():
+    """`auto` resolves for the TARGET (splash on TPU, cudnn on GPU), and a kernel the CPU host cannot compile
+    is planned as blockwise, with a note for the report; an explicit CPU-compilable choice is kept."""
+    cfg = load(LM7B, ["data.seq_len=16384"])
+    if "attention" not in cfg.model:
+        pytest.skip("model.attention not in the LM config")
+    assert cfg.model.attention == "auto"
+    for topology, kernel in (("v5p-256", "splash"), ("h100x64", "cudnn")):
+        planned, notes = plan.target_config(cfg, plan.parse_topology(topology))
+        assert planned.model.attention == "blockwise"
+        assert kernel in notes[0] and "cannot be compiled" in notes[0], notes
+    assert cfg.model.attention == "auto"                   # the caller's config is not changed
+    planned, notes = plan.target_config(load(LM7B, ["model.attention=xla"]), plan.parse_topology("v5p-256"))
+    assert planned.model.attention == "xla" and "cannot" not in notes[0]
+
+
 @pytest.mark.slow
 def test_compiled_plan_on_fake_devices(tmp_path):
     """The full path: re-exec with 8 fake devices, AOT compile, memory_analysis, verdict, JSON figures."""
@@ -63,7 +79,7 @@ def test_compiled_plan_on_fake_devices(tmp_path):
                  "--config.data.seq_len=128")
     assert r.returncode == 0, r.stderr[-3000:]
     for text in ("8 devices", "data=2, fsdp=4, tensor=1", "memory_analysis", "temporaries", "caveat",
-                 "FITS", "s per step", "layers/layers/self_attn/q_proj/kernel"):
+                 "FITS", "s per step", "layers/layers/self_attn/q_proj/kernel", "compute dtype float32"):
         assert text in r.stdout, text
     figures = json.loads(out.read_text())
     c = figures["compiled"]

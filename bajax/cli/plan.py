@@ -7,6 +7,9 @@
 
 Compiling needs as many (fake CPU) devices as the slice has chips, and the device count is fixed when JAX
 starts, so this command re-runs itself in a child process with the right XLA_FLAGS (see bajax/train/plan.py).
+What is compiled is what the target runs: plain kernels, no CPU compiler flags, and the attention that
+`model.attention` picks there (splash on TPU, cudnn on GPU, compiled as `blockwise` on this CPU host; the
+report says so).
 """
 
 from __future__ import annotations
@@ -58,8 +61,10 @@ def run(args, overrides) -> int:
     mesh = {**dict(cfg.mesh), **mesh_override}
     try:  # a bad mesh, or a model that cannot be built from this config (e.g. a missing checkpoint)
         mesh = plan_lib.resolve_mesh(mesh, topology.devices)
+        cfg, notes = plan_lib.target_config(cfg, topology)   # the attention the target runs (or its stand-in)
         compiled = plan_lib.compile_step(cfg, mesh) if compile_now else None
-        result = plan_lib.plan(cfg, topology, mesh, mfu=args.mfu, config_name=args.config, compiled=compiled)
+        result = plan_lib.plan(cfg, topology, mesh, mfu=args.mfu, config_name=args.config, compiled=compiled,
+                               notes=notes)
     except (ValueError, FileNotFoundError) as e:
         print(f"bajax plan: {args.config}: {e}", file=sys.stderr)
         return 2
@@ -70,7 +75,8 @@ def run(args, overrides) -> int:
                    "opt_bytes": result.opt_bytes, "grads_bytes": result.grads_bytes,
                    "peak_bytes": result.peak_bytes, "hbm_bytes": result.hbm, "fits": result.fits,
                    "flops_per_step": result.flops_per_step, "step_seconds": result.step_seconds(),
-                   "mfu": result.mfu, "compiled": compiled, "table": result.table}
+                   "mfu": result.mfu, "dtype": result.dtype, "notes": list(result.notes),
+                   "compiled": compiled, "table": result.table}
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=1)
     return 0 if result.fits else 1

@@ -6,6 +6,14 @@ shardings, and XLA's `memory_analysis()` of that program gives per-device buffer
 CPU-compiled buffers. The CPU backend may keep some bf16 intermediates in fp32 and fuses differently from
 the TPU/GPU compilers, so the figures are a close upper estimate, not the accelerator's own plan.
 
+The program compiled is the one the TARGET would run, not the host's (`target_config`, `compile_step`):
+the model's plain kernels (`bajax.kernels.use("plain")`, never the CPU-tuned forms), none of the kind's
+CPU-only XLA flags (`cpu_compiler_options`), and the attention `model.attention` resolves to on the target
+(`auto`: splash on TPU, cudnn on GPU). Those two kernels cannot be compiled on a CPU host (a Pallas TPU
+kernel; a cuDNN custom call), so the plan compiles `blockwise` in their place, the pure-JAX flash attention
+with the same O(T x block) memory class, and says so in the report; the kernel's own small workspace is
+not counted.
+
 The parameter layout (which mesh axes split each parameter) needs no compilation: it follows from the
 logical axes, the rules and the mesh shape alone (`param_table`), so it is cheap to check against a golden.
 """
@@ -45,6 +53,9 @@ ACCELERATORS = {
 }
 
 
+GPU_FAMILIES = ("a100", "h100", "h200", "b200")
+
+
 @dataclasses.dataclass(frozen=True)
 class Topology:
     name: str
@@ -52,6 +63,11 @@ class Topology:
     devices: int
     hosts: int
     accel: Accelerator
+
+    @property
+    def platform(self) -> str:
+        """The JAX platform of the target devices: "tpu" or "gpu"."""
+        return "gpu" if self.family in GPU_FAMILIES else "tpu"
 
 
 def parse_topology(name: str) -> Topology:
@@ -207,6 +223,8 @@ class Plan:
     flops_per_step: float
     mfu: float
     compiled: dict | None = None   # memory_analysis figures (bytes) and XLA's flops, when compiled
+    notes: tuple[str, ...] = ()    # how the compiled program differs from the target's (target_config)
+    dtype: str = ""                # the model's compute dtype
     remat: str = ""
     grad_accum: int = 1
     batch_size: int = 0
@@ -254,8 +272,35 @@ class Plan:
         return out
 
 
+# Target kernels that cannot be compiled by the CPU host's XLA, and what the plan compiles in their place.
+HOST_STANDINS = {"splash": "blockwise", "cudnn": "blockwise"}
+
+
+def target_config(cfg, topology: Topology):
+    """`(cfg', notes)`: `cfg` with `model.attention` pinned to what the target runs (`auto` resolved for the
+    topology's platform and the config's sequence length), or to its CPU-compilable stand-in (`HOST_STANDINS`);
+    `notes` say what was chosen and why, for the report."""
+    cfg = cfg.copy_and_resolve_references()
+    m = cfg.get("model")
+    if m is None or "attention" not in m:
+        return cfg, ()
+    from bajax.kernels import attention as attention_kernels
+
+    seq_len = int(cfg.data.seq_len) if "data" in cfg and "seq_len" in cfg.data else None
+    target = attention_kernels.resolve(m.attention, seq_len, platform=topology.platform)
+    planned = HOST_STANDINS.get(target, target)
+    via = f"model.attention={m.attention}" + (f" -> {target} on {topology.platform}" if m.attention != target else "")
+    if planned != target:
+        note = (f"attention: {via}; {target} cannot be compiled on this CPU host, so the plan compiles "
+                f"{planned} (same O(T x block) memory class; {target}'s own workspace is not counted)")
+    else:
+        note = f"attention: {via} (compiled as the target runs it)"
+    m.attention = planned   # an existing key: allowed on a locked ConfigDict
+    return cfg, (note,)
+
+
 def plan(cfg, topology: Topology, mesh_shape: dict[str, int], *, mfu: float = 0.4, config_name: str = "",
-         compiled: dict | None = None) -> Plan:
+         compiled: dict | None = None, notes: tuple[str, ...] = ()) -> Plan:
     """Analytic per-device plan (parameter layout, state sizes, FLOPs); `compiled` adds XLA's figures."""
     import jax
     from flax import nnx
@@ -275,28 +320,34 @@ def plan(cfg, topology: Topology, mesh_shape: dict[str, int], *, mfu: float = 0.
         opt_bytes=state_bytes_per_device(state["opt"], rules, mesh),
         grads_bytes=state_bytes_per_device(trainable, rules, mesh),   # fp32 like the parameters
         batch_bytes=int(batch_bytes * rows_per_device / cfg.train.batch_size),
-        flops_per_step=float(kind.flops_per_step(cfg)), mfu=mfu, compiled=compiled,
-        remat=str(cfg.model.get("remat", "")), grad_accum=int(cfg.train.grad_accum),
-        batch_size=int(cfg.train.batch_size))
+        flops_per_step=float(kind.flops_per_step(cfg)), mfu=mfu, compiled=compiled, notes=tuple(notes),
+        dtype=str(cfg.model.get("dtype", "")), remat=str(cfg.model.get("remat", "")),
+        grad_accum=int(cfg.train.grad_accum), batch_size=int(cfg.train.batch_size))
 
 
 def compile_step(cfg, mesh_shape: dict[str, int]) -> dict:
-    """AOT-compiles the trainer's jitted step for `mesh_shape` on this process's (fake) devices; returns
-    memory_analysis() in bytes per device and XLA's FLOP count. Needs jax.device_count() == mesh size."""
+    """AOT-compiles the trainer's jitted step for `mesh_shape` on this process's (fake) devices, as the
+    target would run it: plain kernels, no CPU compiler options (pass a `target_config` cfg for the
+    attention); returns memory_analysis() in bytes per device and XLA's FLOP count. Needs
+    jax.device_count() == mesh size."""
     import tempfile
     import time
 
     import jax
     from jax.sharding import NamedSharding
 
-    from bajax import sharding
+    from bajax import kernels, sharding
     from bajax.train.trainer import Trainer
+
+    class TargetTrainer(Trainer):
+        def compiler_options(self):   # the kind's CPU-only XLA flags are the host's, not the target's
+            return None
 
     cfg = cfg.copy_and_resolve_references()
     for axis, size in mesh_shape.items():
         cfg.mesh[axis] = size
-    trainer = Trainer(cfg, tempfile.mkdtemp(prefix="bajax-plan-"))
-    with trainer.scope():
+    trainer = TargetTrainer(cfg, tempfile.mkdtemp(prefix="bajax-plan-"))
+    with trainer.scope(), kernels.use("plain"):
         fields = trainer.kind.batch_fields
         batch = {k: jax.ShapeDtypeStruct(b.shape, b.dtype, sharding=NamedSharding(
                     trainer.mesh, sharding.logical_to_spec(fields[k].axes, trainer.rules, trainer.mesh.axis_names)))
@@ -351,7 +402,8 @@ def format_report(p: Plan) -> str:
         f"plan: {p.config} on {t.name}: {t.devices} devices ({t.family}, {a.hbm_bytes / GB:.0f} GB each), "
         f"{t.hosts} hosts x {min(t.devices, a.devices_per_host)} devices",
         f"mesh: {', '.join(f'{k}={v}' for k, v in p.mesh.items())}; global batch {p.batch_size} rows, "
-        f"grad_accum {p.grad_accum}, remat {p.remat or '-'}",
+        f"grad_accum {p.grad_accum}, remat {p.remat or '-'}, compute dtype {p.dtype or '-'}",
+        *p.notes,
         f"parameters: {p.n_params / 1e9:.3f} B ({p.n_trainable / 1e9:.3f} B trainable)",
         "",
         "per-device memory (analytic, from the shardings):",
