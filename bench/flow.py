@@ -39,18 +39,10 @@ from bajax.config import load
 from bajax.flow import flops
 from bajax.flow.model import FlowDecoder
 from bajax.models import flow as flow_kind
-from bajax.train.peak import cpu_matmul_peak
+from bajax.train.peak import cpu_matmul_peak, usable_cores
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)                              # tests.torch_ref
-
-
-def _threads() -> int:
-    """The cores this process may use: XLA:CPU's intra-op pool size, given to PyTorch too."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:                           # not Linux
-        return os.cpu_count() or 1
 
 
 def _release_flow_config(m) -> dict:
@@ -73,7 +65,7 @@ def _torch_synth(m, cond_np, frames: int, steps: int):
     from tests.torch_ref.flow import FlowDecoder as TorchFlow
     from tests.torch_ref.flow import euler
 
-    torch.set_num_threads(_threads())
+    torch.set_num_threads(usable_cores())
     torch.manual_seed(0)
     ref = TorchFlow(_release_flow_config(m)).eval()
     cond = torch.from_numpy(np.array(cond_np))
@@ -153,7 +145,7 @@ def main() -> None:
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference (no vs_official)")
     args = ap.parse_args()
     peak = cpu_matmul_peak()
-    out = {"cpu_matmul_peak_gflops": peak / 1e9, "cpu_count": os.cpu_count(), "threads": _threads(),
+    out = {"cpu_matmul_peak_gflops": peak / 1e9, "cpu_count": os.cpu_count(), "threads": usable_cores(),
            "mel_seconds": args.seconds, "euler_steps": args.steps, "guidance": 0.7}
     sizes = ["tiny"] + ([] if args.skip_base else ["base"])
     for size in sizes:

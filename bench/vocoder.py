@@ -46,17 +46,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)                              # tests.torch_ref
 
 from bajax.audio.mel import LOG_MEL_FLOOR  # noqa: E402
-from bajax.train.peak import probe_peak  # noqa: E402
+from bajax.train.peak import probe_peak, usable_cores  # noqa: E402
 from bajax.vocoder.config import reference_model_config  # noqa: E402
 from bajax.vocoder.flops import generator_flops  # noqa: E402
-
-
-def _threads() -> int:
-    """The CPU cores this process may use: the size of XLA:CPU's intra-op pool, and PyTorch's thread count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:                           # not Linux
-        return os.cpu_count() or 1
 
 
 def _stats(times: list[float]) -> dict:
@@ -133,7 +125,7 @@ def _torch_synth(m, mel: np.ndarray):
 
     from tests.torch_ref.hift import from_config
 
-    torch.set_num_threads(_threads())
+    torch.set_num_threads(usable_cores())
     torch.manual_seed(0)
     with warnings.catch_warnings():                   # torch.nn.utils.weight_norm: the reference's own call
         warnings.simplefilter("ignore", FutureWarning)
@@ -235,7 +227,7 @@ def main() -> None:
 
     jax.config.update("jax_platforms", "cpu")
     out = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "command": " ".join(sys.argv),
-           "host": {"cpu_count": os.cpu_count(), "threads": _threads(), "jax": jax.__version__,
+           "host": {"cpu_count": os.cpu_count(), "threads": usable_cores(), "jax": jax.__version__,
                     "load_avg_1m": round(os.getloadavg()[0], 2), "dtype": "float32"}}
     if not args.skip_synthesis:
         out["synthesis"] = synthesis(args.seconds, args.repeats, not args.skip_torch and _has_torch(), args.pause)

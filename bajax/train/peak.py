@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import time
 
 import jax
@@ -72,3 +73,12 @@ def probe_peak(n: int = 1536, repeats: int = 3) -> float:
     """A fresh (uncached) fp32 matmul FLOP/s probe of a few short runs, for benchmarks on a shared host:
     calling it next to each timed step gives a peak measured under the same load as that step."""
     return _matmul_flops(n, repeats)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may use (its affinity mask): the size of XLA:CPU's intra-op pool, and the
+    thread count benchmarks give a PyTorch reference timed beside it."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                           # not Linux
+        return os.cpu_count() or 1
