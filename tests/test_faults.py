@@ -65,6 +65,23 @@ def test_metrics_rows_of_re_run_steps_appear_once(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["kind"] == "lm"
 
 
+def test_every_row_up_to_a_checkpoint_is_on_disk_before_that_checkpoint_is_saved(tmp_path, monkeypatch):
+    """Rows are written one logged step late (timing); a kill -9 just after checkpoint N commits must still
+    find row N in metrics.jsonl, since the resume re-runs only the steps after N."""
+    from bajax.train import checkpoint
+
+    seen = {}
+    original = checkpoint.Checkpointer.save
+
+    def save(self, step, *args, **kwargs):
+        seen[step] = [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")]
+        return original(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", save)
+    train(load(TINY, FAST + ["train.steps=5", "checkpoint.every=2"]), str(tmp_path), quiet=True)
+    assert seen == {2: [1, 2], 4: [1, 2, 3, 4], 5: [1, 2, 3, 4, 5]}
+
+
 @pytest.mark.parametrize("flag", ["workdir", "checkpoint"])
 def test_run_loader_names_mismatched_parameters(tmp_path, flag):
     cfg = load(TINY, FAST + ["train.steps=1"])

@@ -339,11 +339,15 @@ class Trainer:
                     writer.add(step, metrics, units)
                 if ckpt.due(step):
                     with writer.excluded("save_time", wait_for=state):
+                        # The row of every step up to this one reaches metrics.jsonl before the checkpoint can
+                        # commit: a kill after the commit then loses no row (a resume re-runs only later steps).
+                        writer.flush()
                         ckpt.save(step, state, data_iter)
                 if stop.should_stop(step):
                     preempted = True
                     break
             if ckpt.latest_step() != step:
+                writer.flush()
                 ckpt.save(step, state, data_iter, force=True)
             ckpt.close()
             writer.close()
