@@ -4,6 +4,8 @@ Training: z ~ N(0, I), t ~ U(0, 1), x_t = (1 - (1 - s) t) z + t x1, target u = x
 the loss is the squared error of v(x_t, mu, t) against u summed over VALID frames and bins (the caller
 divides by the global count, so the loss is additive over micro-batches). With probability `cfg_dropout`
 a sample's mu is zeroed, which teaches the same network the unconditional field for guidance.
+With `model.train_masks` the loss also gets per-sample attention chunk sizes [B] (drawn by
+`FlowDecoder.loss_sums`), which it hands to the field: v(x_t, mu', t, valid, chunks).
 
 Sampling: t_k = 1 - cos(k / N * pi / 2) (dense near t = 0, where the field changes fastest), N Euler steps
 x <- x + (t_{k+1} - t_k) v, with v = (1 + g) v(x, mu) - g v(x, 0). The conditional and unconditional
@@ -49,8 +51,12 @@ def interpolate(x1: jax.Array, z: jax.Array, t: jax.Array, sigma_min: float) -> 
 
 
 def cfm_loss_sum(field: Field, x1: jax.Array, mu: jax.Array, valid: jax.Array, rng: jax.Array, *,
-                 sigma_min: float, cfg_dropout: float, t_schedule: str = "uniform") -> jax.Array:
-    """Sum over valid frames and bins of (v(x_t, mu', t) - u)^2, fp32 scalar (mu' = mu or 0 per sample)."""
+                 sigma_min: float, cfg_dropout: float, t_schedule: str = "uniform",
+                 chunks: jax.Array | None = None) -> jax.Array:
+    """Sum over valid frames and bins of (v(x_t, mu', t) - u)^2, fp32 scalar (mu' = mu or 0 per sample).
+
+    `chunks` int32 [B] (mask-mixture training): per-sample attention chunk sizes passed to the field as a
+    fifth argument; None calls the field with four (the fixed block-causal mask)."""
     k_t, k_z, k_drop = jax.random.split(rng, 3)
     b = x1.shape[0]
     t = sample_t(k_t, b, t_schedule)
@@ -60,7 +66,7 @@ def cfm_loss_sum(field: Field, x1: jax.Array, mu: jax.Array, valid: jax.Array, r
     mu = jnp.where(keep[:, None, None], mu, 0.0)
     m = valid[..., None]
     x_t = jnp.where(m, x_t, 0.0)       # padding carries no noise (the estimator masks it anyway)
-    v = field(x_t, mu, t, valid)
+    v = field(x_t, mu, t, valid) if chunks is None else field(x_t, mu, t, valid, chunks)
     return jnp.sum(jnp.where(m, jnp.square(v.astype(jnp.float32) - u), 0.0))
 
 

@@ -43,6 +43,14 @@ def default_model_config() -> ConfigDict:
     m.conv_kernel = 3                 # the reference: always 3
     m.norm_eps = 1e-5                 # LayerNorm eps of the estimator (the reference: always 1e-5)
     m.chunk = 100                     # block-causal attention chunk (frames; 2 s at 50 Hz; the reference: 100)
+    # Mixture of attention masks for the ESTIMATOR in training (the loss only; sampling always uses `chunk`):
+    # one checkpoint then serves offline (full-context) and streaming (chunked) synthesis, as CosyVoice 2
+    # trains its flow decoder. Per training sample one mask is drawn from the comma-separated list:
+    # 'full' (bidirectional over valid frames), 'causal' (chunk 1), 'chunk' (= chunk), 'chunk2' (2 x chunk)
+    # or N (N frames), each optionally 'name:weight' (default weight 1; weights are normalised), e.g.
+    # "full,causal,chunk,chunk2" = each with probability 1/4. Those steps attend with dense [B, H, T, T]
+    # scores. "" = the fixed block-causal `chunk` (the reference's training). Training-only: not exported.
+    m.train_masks = ""
 
     # OT-CFM training.
     m.sigma_min = 1e-6

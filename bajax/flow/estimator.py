@@ -11,6 +11,11 @@ the mel frame rate and share one padding mask. Every convolution is causal (left
 attention is block-causal in chunks of `chunk` frames, so frames of chunk c never see later chunks: the
 decoder can stream chunk by chunk. Inputs are multiplied by the mask before every convolution, as in the
 reference, so padding never leaks into valid frames.
+
+Mask-mixture training (`model.train_masks`, training only): the loss passes per-sample chunk sizes
+`chunks` [B] (full, causal = 1, chunk, 2 x chunk, ...) and every transformer block then attends with that
+row's mask (dense `masked_attention`), so one checkpoint serves offline (full) and streaming synthesis.
+Without `chunks` (sampling, default training) the blocks use the static block-causal chunk loop.
 """
 
 from __future__ import annotations
@@ -84,8 +89,9 @@ class TransformerBlock(nnx.Module):
         self.norm3 = LayerNorm(c, eps=cfg.norm_eps)
         self.ff = GeluMLP(c, cfg.ffn, use_bias=True, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x: jax.Array, valid: jax.Array) -> jax.Array:
-        x = sharding.constrain(x + self_attention(self.attn, self.norm1(x), valid, self.chunk), _ACT)
+    def __call__(self, x: jax.Array, valid: jax.Array, chunks: jax.Array | None = None) -> jax.Array:
+        x = sharding.constrain(x + self_attention(self.attn, self.norm1(x), valid, self.chunk, chunks=chunks),
+                               _ACT)
         return sharding.constrain(x + self.ff(self.norm3(x)), _ACT)
 
 
@@ -97,9 +103,9 @@ class Stage(nnx.Module):
         self.blocks = Stack(lambda r: TransformerBlock(cfg, dtype, rngs=r), cfg.transformer_blocks, rngs=rngs,
                             scan_layers=cfg.scan_layers, remat_policy=cfg.remat)
 
-    def __call__(self, x, m, valid, t_emb):
+    def __call__(self, x, m, valid, t_emb, chunks=None):
         x = sharding.constrain(self.resnet(x, m, t_emb), _ACT)
-        x, _ = self.blocks.scan(lambda blk, h, _: (blk(h, valid), None), x)
+        x, _ = self.blocks.scan(lambda blk, h, _: (blk(h, valid, chunks), None), x)
         return x
 
 
@@ -123,16 +129,19 @@ class Estimator(nnx.Module):
     def time_embedding(self, t: jax.Array) -> jax.Array:
         return self.time_out(jax.nn.silu(self.time_in(time_sinusoid(t, self.time_dim, self.time_scale))))
 
-    def __call__(self, x: jax.Array, mu: jax.Array, t: jax.Array, valid: jax.Array) -> jax.Array:
-        """x, mu [B, T, 80]; t [B] in [0, 1]; valid bool [B, T] -> v [B, T, 80] fp32, zero on padding."""
+    def __call__(self, x: jax.Array, mu: jax.Array, t: jax.Array, valid: jax.Array,
+                 chunks: jax.Array | None = None) -> jax.Array:
+        """x, mu [B, T, 80]; t [B] in [0, 1]; valid bool [B, T] -> v [B, T, 80] fp32, zero on padding.
+
+        `chunks` int32 [B] (training with `model.train_masks` only): each row's attention chunk size."""
         m = valid[..., None].astype(self.dtype)
         t_emb = self.time_embedding(t)
         h = jnp.concatenate([x, mu], axis=-1).astype(self.dtype)
-        h = self.down(h, m, valid, t_emb)
+        h = self.down(h, m, valid, t_emb, chunks)
         skip = h
         h = self.down_conv(h * m)
-        h, _ = self.mid.scan(lambda stage, y, _: (stage(y, m, valid, t_emb), None), h)
-        h = self.up(jnp.concatenate([h, skip], axis=-1), m, valid, t_emb)
+        h, _ = self.mid.scan(lambda stage, y, _: (stage(y, m, valid, t_emb, chunks), None), h)
+        h = self.up(jnp.concatenate([h, skip], axis=-1), m, valid, t_emb, chunks)
         h = self.up_conv(h * m)
         h = self.final_block(h, m)
         return (self.final_proj(h * m) * m).astype(jnp.float32)
