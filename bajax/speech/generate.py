@@ -212,8 +212,9 @@ def _ends_segment(text: str) -> bool:
 def run(model, tok, prompt_tokens: np.ndarray, prompt_codes: np.ndarray, *, key: jax.Array,
         audio_sampling: lm_generate.Sampling = lm_generate.Sampling(),
         text_sampling: lm_generate.Sampling = TEXT_SAMPLING, limits: Limits = Limits(),
-        cache: bool = True) -> Generation:
-    """Generates text and speech after a prompt (see the module docstring); `cache=False` is the reference."""
+        cache: bool = True, on_frame=None) -> Generation:
+    """Generates text and speech after a prompt (see the module docstring); `cache=False` is the reference.
+    `on_frame(frame [8])` is called with each audio code frame as it is sampled (streaming synthesis)."""
     special = tok.special
     eos, gen_start, gen_end, pad = (special[k] for k in ("endoftext", "audiogen_start", "audiogen_end",
                                                         "audio_pad"))
@@ -281,6 +282,8 @@ def run(model, tok, prompt_tokens: np.ndarray, prompt_codes: np.ndarray, *, key:
                 break
             history[0, len(frames)] = frame
             frames.append(frame)
+            if on_frame is not None:
+                on_frame(frame)
             spoken += 1
             h = push(pad, frame)
         h = push(gen_end)

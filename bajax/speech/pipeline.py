@@ -7,9 +7,9 @@ Frame arithmetic for L code frames (12.5 Hz, 80 ms each; the numbers come from t
                       L x 1280 samples at 16 kHz = L x 1920 samples at 24 kHz = 4L frames of hop 480
   vocoder             4L x 480 = 1920 L samples at 24 kHz
 so every mel frame is exactly `hop` samples of output, as in training (the flow targets are the 24 kHz mels of
-whole code frames). The flow sampler runs N Euler steps with classifier-free guidance and seeded noise, so
-the same codes and seed give the same wave. The vocoder is Griffin-Lim unless one is given (a trained HiFT
-run: `bajax.speech.hift.HiFTVocoder`).
+whole code frames). The flow sampler runs N Euler steps with classifier-free guidance and seeded noise (per
+mel frame, `frame_noise`, so streaming draws the same), so the same codes and seed give the same wave. The
+vocoder is Griffin-Lim unless one is given (a trained HiFT run: `bajax.speech.hift.HiFTVocoder`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,14 @@ from flax import nnx
 
 from bajax import runs
 from bajax.flow.vocoder import GriffinLim, Vocoder
+
+
+def frame_noise(rng: jax.Array, start, count: int, n_mels: int) -> jax.Array:
+    """The sampler's starting noise of mel frames [start, start + count) [count, n_mels]: frame i draws from
+    fold_in(rng, i), so a frame's noise does not depend on how many frames are synthesised with it (a
+    streamed chunk gets the noise the whole utterance gives those frames)."""
+    frames = start + jnp.arange(count)
+    return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(rng, i), (n_mels,), jnp.float32))(frames)
 
 
 class Synthesizer:
@@ -43,8 +51,10 @@ class Synthesizer:
         self.code_rate = m.sample_rate / samples_per_code
         self.max_codes = (int(m.decoder_positions) + 1) // m.pool   # the decoder's 4L - 1 <= positions
         self.steps, self.guidance = int(steps), float(guidance)
-        graphdef, self.flow_state = nnx.split(flow)
-        per_code = self.mel_per_code
+        self.temperature = float(flow.temperature)
+        self.decode = decode                                  # read by bajax.speech.stream
+        self.flow_graphdef, self.flow_state = nnx.split(flow)
+        graphdef, per_code, temperature = self.flow_graphdef, self.mel_per_code, self.temperature
 
         @jax.jit
         def mel_fn(flow_state, codes, rng):
@@ -52,8 +62,9 @@ class Synthesizer:
             hidden, lengths = decode(codes, jnp.full((1,), n, jnp.int32))
             frames = per_code * n
             model = nnx.merge(graphdef, flow_state)
+            noise = temperature * frame_noise(rng, 0, frames, model.n_mels)[None]
             mel = model.sample(hidden, lengths, jnp.full((1,), frames, jnp.int32), frames, rng,
-                               steps=self.steps, guidance=self.guidance)
+                               steps=self.steps, guidance=self.guidance, noise=noise)
             return mel[0]
 
         self._mel_fn = mel_fn

@@ -168,9 +168,12 @@ class Talker:
         return int(self.synth.vocoder.sample_rate)
 
     def __call__(self, *, text: str | None = None, question=None, seed: int | None = None,
-                 audio_name: str = "the question", history=None) -> Generated:
+                 audio_name: str = "the question", history=None, on_frame=None,
+                 synthesize: bool = True) -> Generated:
         """A reply to `text` (TTS layout) or to `question` (16 kHz wave, speech-to-speech layout); with
-        `history` (bajax.speech.conversation.read), to that conversation continued by `text` or `question`."""
+        `history` (bajax.speech.conversation.read), to that conversation continued by `text` or `question`.
+        `on_frame` receives each code frame as it is sampled; `synthesize=False` leaves the wave empty (the
+        caller streams the frames, bajax.speech.stream)."""
         import jax
         import numpy as np
 
@@ -184,9 +187,13 @@ class Talker:
         out = gen.run(self.lm.model, self.tok, tokens, codes, key=jax.random.key(seed),
                       audio_sampling=req.audio_sampling, text_sampling=req.text_sampling, cache=req.cache,
                       limits=Limits(max_len=self.max_len, max_frames=req.max_frames,
-                                    max_text_tokens=req.max_text_tokens, min_audio_frames=req.min_audio_frames))
+                                    max_text_tokens=req.max_text_tokens, min_audio_frames=req.min_audio_frames),
+                      on_frame=on_frame)
         t2 = time.perf_counter()
-        wave, mel = self.synth.long(out.frames, seed)
+        if synthesize:
+            wave, mel = self.synth.long(out.frames, seed)
+        else:
+            wave, mel = np.zeros((0,), np.float32), np.zeros((0, self.synth.vocoder_mels()), np.float32)
         t3 = time.perf_counter()
         peak = float(np.max(np.abs(wave))) if wave.size else 0.0
         if peak > 0.99:  # Griffin-Lim has no output scale (HiFT clamps at 0.99): keep the wav inside [-1, 1]
