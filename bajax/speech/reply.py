@@ -51,6 +51,9 @@ class Request:
     history: str = ""                        # JSON turns so far (bajax/speech/conversation.py); the prompt is
     #                                          then the next user turn of that conversation (chat layout)
     history_out: str = ""                    # write history + this turn + the reply there (needs `history`)
+    stream: bool = False                     # speak while generating: the wav grows chunk by chunk (speak_stream)
+    stream_chunk: int = 0                    # code frames per streamed chunk (0: the flow's attention chunk)
+    stream_warmup: bool = False              # speak a short reply first: the LM compiles before the measured one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +80,15 @@ def check(req: Request) -> None:
     for name in ("max_frames", "max_text_tokens", "steps"):
         if getattr(req, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(req, name)}")
+    if req.stream_chunk < 0:
+        raise UsageError(f"--stream-chunk must be positive (code frames per chunk), got {req.stream_chunk}")
+    if (req.stream_chunk or req.stream_warmup) and not req.stream:
+        raise UsageError("--stream-chunk and --stream-warmup go with --stream: add --stream")
+    if req.stream and "://" in req.output:
+        raise UsageError(f"-o {req.output}: --stream writes the wav chunk by chunk as it is generated, which needs "
+                         "a local path; write locally (or drop --stream)")
+    if req.stream and not req.output.lower().endswith(".wav"):
+        raise UsageError(f"-o {req.output}: --stream writes 16-bit PCM .wav; name the output OUT.wav")
 
 
 def _read_prompt_audio(req: Request, sample_rate: int = 16000):
@@ -204,9 +216,16 @@ class Talker:
                          parts=tuple((s.text, len(s.codes)) for s in out.segments))
 
 
-def speak(req: Request) -> Reply:
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def speak(req: Request, *, log=_say) -> Reply:
     """Loads the runs, generates, synthesises and writes req.output and its mel PNG. Raises UsageError (or
-    another ValueError: LoadError, PromptError, bad codes) with a message that names the flag and the fix."""
+    another ValueError: LoadError, PromptError, bad codes) with a message that names the flag and the fix.
+    With `req.stream`, `speak_stream` (progress lines go to `log`)."""
+    if req.stream:
+        return speak_stream(req, log=log)
     check(req)
     question = _read_prompt_audio(req)
     from bajax.speech import conversation
@@ -235,3 +254,67 @@ def speak(req: Request) -> Reply:
               f"{hop}); mel {png}; stop: {got.stop}; load {load_s:.1f} s, LM {got.lm_seconds:.1f} s, "
               f"synthesis {got.synthesis_seconds:.1f} s" + (f"; history {req.history_out}" if req.history_out else ""))
     return Reply(text=text, wav=req.output, png=png, frames=got.frames, report=report)
+
+
+def speak_stream(req: Request, *, log=_say) -> Reply:
+    """`bajax generate --stream`: speaks while the LM generates (bajax.speech.stream). Loads the runs, compiles
+    every streaming shape (`Streamer.warmup`) before generating, then appends each audio chunk to req.output
+    (16-bit PCM wav, flushed per chunk: a reader sees the file grow) and logs one line per chunk and a report
+    with the first-packet latency and the real-time factors. No mel PNG. The first generation of a process
+    compiles the LM, which lands in the first-packet latency unless `stream_warmup` speaks a short reply first.
+
+    Griffin-Lim's wave has no fixed scale: offline synthesis rescales the whole wave to a 0.99 peak, a stream
+    cannot (the peak of later chunks is unknown when a chunk goes out), so each chunk is clipped to [-1, 1]."""
+    check(req)
+    question = _read_prompt_audio(req)
+    from bajax.speech import conversation
+
+    history = conversation.read(req.history) if req.history else None   # checked before any model loads
+    import numpy as np
+    import soundfile as sf
+
+    from bajax.speech.stream import Streamer, stream
+
+    t0 = time.perf_counter()
+    talker = Talker(req)
+    load_s = time.perf_counter() - t0
+    streamer = Streamer(talker.synth, chunk_codes=req.stream_chunk or None, seed=req.seed)
+    compile_s = streamer.warmup()
+    log(f"warmup: compiled {len(streamer.flow.buckets)} flow bucket(s) of {streamer.flow.chunk_codes} code frames "
+        f"and 2 vocoder windows in {compile_s:.1f} s")
+    if req.stream_warmup:
+        t1 = time.perf_counter()
+        for _ in stream(talker, text="Hello.", seed=req.seed, streamer=streamer):
+            pass
+        log(f"warmup: a first reply (LM compilation included) in {time.perf_counter() - t1:.1f} s")
+    rate, hop = streamer.sample_rate, talker.synth.vocoder.hop
+    samples, chunks, first_s, last_s = 0, 0, None, 0.0
+    os.makedirs(os.path.dirname(os.path.abspath(req.output)), exist_ok=True)
+    with sf.SoundFile(req.output, "w", samplerate=rate, channels=1, subtype="PCM_16") as out:
+        for chunk in stream(talker, text=req.text, question=question, seed=req.seed, history=history,
+                            streamer=streamer):
+            out.write(np.clip(chunk.pcm, -1.0, 1.0))
+            out.flush()
+            samples += len(chunk.pcm)
+            chunks += 1
+            first_s = chunk.ready_s if first_s is None else first_s
+            last_s = chunk.ready_s
+            log(f"chunk {chunk.index}: {chunk.seconds:.2f} s of audio at {chunk.start:.2f} s, ready at "
+                f"{chunk.ready_s:.3f} s" + (" (final)" if chunk.final else ""))
+    got = streamer.reply
+    if req.history_out:
+        conversation.write(req.history_out, conversation.next_history(
+            history, system=req.system, text=req.text, audio=req.audio, parts=got.parts, wav=req.output,
+            seconds_per_frame=talker.synth.mel_per_code * hop / rate))
+    audio_s = samples / rate
+    rtf = f"{last_s / audio_s:.3f}" if audio_s else "n/a"
+    synth_rtf = f"{streamer.synthesis_seconds / audio_s:.3f}" if audio_s else "n/a"
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in got.text)
+    segments = sum(1 for _, n in got.parts if n)
+    report = (f"wrote {req.output}: {samples} samples = {audio_s:.2f} s at {rate} Hz from {got.frames} code "
+              f"frames in {segments} audio segment(s), streamed in {chunks} chunk(s); first packet "
+              f"{(first_s or 0.0):.3f} s after generation started; real-time factor {rtf} (generation + synthesis "
+              f"{last_s:.2f} s), synthesis only {synth_rtf} ({streamer.synthesis_seconds:.2f} s); stop: {got.stop}; "
+              f"load {load_s:.1f} s, compile {compile_s:.1f} s" + (f"; history {req.history_out}" if req.history_out
+                                                                    else ""))
+    return Reply(text=text, wav=req.output, png="", frames=got.frames, report=report)

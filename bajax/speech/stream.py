@@ -215,7 +215,10 @@ class VocoderStream:
 
 
 class Streamer:
-    """Code frames in (`push`), `AudioChunk`s out; `finish()` flushes the last partial chunk."""
+    """Code frames in (`push`), `AudioChunk`s out; `finish()` flushes the last partial chunk.
+
+    `synthesis_seconds`: wall time spent inside `push`/`finish` since `reset` (tokenizer decoder, flow decoder
+    and vocoder: the synthesis share of the real-time factor); `reply`: the `Generated` of the last `stream`."""
 
     def __init__(self, synth: Synthesizer, *, chunk_codes: int | None = None, seed: int = 0,
                  capacity_seconds: float = 30.0, overlap: int = 8, context: int = 8):
@@ -231,6 +234,7 @@ class Streamer:
         self.flow.reset()
         self.vocoder.reset()
         self._index, self._samples = 0, 0
+        self.synthesis_seconds, self.reply = 0.0, None
         self._t0 = time.perf_counter() if clock is None else clock
 
     def _chunks(self, mels, final: bool) -> list[AudioChunk]:
@@ -252,11 +256,19 @@ class Streamer:
         return chunk
 
     def push(self, frames) -> list[AudioChunk]:
-        return self._chunks(self.flow.push(frames), final=False)
+        t0 = time.perf_counter()
+        try:
+            return self._chunks(self.flow.push(frames), final=False)
+        finally:
+            self.synthesis_seconds += time.perf_counter() - t0
 
     def finish(self) -> list[AudioChunk]:
-        return self._chunks(self.flow.push(np.zeros((0, len(self.flow.synth.codebook_sizes))), final=True),
-                            final=True)
+        t0 = time.perf_counter()
+        try:
+            return self._chunks(self.flow.push(np.zeros((0, len(self.flow.synth.codebook_sizes))), final=True),
+                                final=True)
+        finally:
+            self.synthesis_seconds += time.perf_counter() - t0
 
     def codes(self, frames) -> Iterator[AudioChunk]:
         """All chunks of a whole code sequence [L, 8] (as if the frames arrived one by one)."""
@@ -302,6 +314,7 @@ def stream(talker, *, text: str | None = None, question=None, seed: int | None =
     worker.join()
     if "error" in result:
         raise result["error"]
+    streamer.reply = result["reply"]          # text, frames, segments, stop, LM seconds (its wave is empty)
     if pending:
         yield from streamer.push(np.stack(pending))
     yield from streamer.finish()
