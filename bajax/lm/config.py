@@ -23,6 +23,9 @@ def default_model_config() -> ConfigDict:
     # Training loss: the audio head runs only at positions with audio loss weight, gathered per batch shard into
     # the smallest of these capacities (fractions of the shard's positions) that holds them; () = everywhere
     m.audio_head_capacity = (0.125, 0.25, 0.5)
+    # Text loss in pieces of this many positions (0 = the whole row at once): only [B, piece, vocab] logits
+    # exist at a time (bajax/lm/losses.py text_cross_entropy); the large-vocabulary configs set it
+    m.text_loss_chunk = 0
     m.attention = "auto"              # auto | xla | blockwise | splash | cudnn (bajax.kernels.attention)
     m.norm_eps = 1e-6
     m.tie_embeddings = False

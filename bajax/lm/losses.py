@@ -27,9 +27,11 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from bajax import sharding
 from bajax.lm.audio_head import DEPTH
+from bajax.lm.model import head_logits
 
 # Default capacity buckets, as fractions of the packed row length (see `audio_capacities`).
 AUDIO_CAPACITY = (0.125, 0.25, 0.5)
@@ -68,6 +70,33 @@ def cross_entropy(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax
     ce = _token_ce(logits, targets)
     correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
     return ce, correct
+
+
+def text_cross_entropy(model, h: jax.Array, targets: jax.Array, chunk: int = 0) -> tuple[jax.Array, jax.Array]:
+    """(CE, correct) [B, T] of the text head, with fp32 logits straight from the last matmul.
+
+    `chunk` > 0 (and < T): the positions go through the head `chunk` at a time in a rematerialised scan, so
+    only [B, chunk, vocab] logits ever exist, in the forward and the backward alike; at 7B (152k vocabulary)
+    and 16k tokens per row that is 10 GB of fp32 logits per row otherwise. Same CE, accuracy and gradients
+    as the whole-sequence head (to fp32 rounding of the reordered gradient sum of the head's weight)."""
+    t = h.shape[1]
+    if not chunk or t <= chunk:
+        return cross_entropy(model.text_logits(h, fp32=True), targets)
+    # Only the head's parameters enter the scan (its gradient is the one carried across pieces).
+    graphdef, state = nnx.split(model.text_head)
+    dtype = model.dtype
+    b, e = h.shape[0], h.shape[2]
+    n = -(-t // chunk)
+    h = jnp.pad(h, ((0, 0), (0, n * chunk - t), (0, 0))).reshape(b, n, chunk, e).swapaxes(0, 1)
+    targets = jnp.pad(targets, ((0, 0), (0, n * chunk - t))).reshape(b, n, chunk).swapaxes(0, 1)
+
+    @jax.checkpoint
+    def piece(state, h_c, t_c):
+        return cross_entropy(head_logits(nnx.merge(graphdef, state), h_c, dtype, fp32=True), t_c)
+
+    _, (ce, ok) = jax.lax.scan(lambda carry, xs: (carry, piece(state, *xs)), None, (h, targets))
+    unchunk = lambda a: a.swapaxes(0, 1).reshape(b, n * chunk)[:, :t]
+    return unchunk(ce), unchunk(ok)
 
 
 def loss_totals(batch: dict) -> dict:
@@ -158,13 +187,15 @@ def audio_cross_entropy(model, h: jax.Array, targets: jax.Array, audio_weights: 
 
 
 def lm_loss(model, batch: dict, totals: dict | None = None, text_loss_weight: float = 1.0,
-            audio_loss_weight: float = 1.0, audio_capacity: Sequence[float] = AUDIO_CAPACITY):
+            audio_loss_weight: float = 1.0, audio_capacity: Sequence[float] = AUDIO_CAPACITY,
+            text_chunk: int = 0):
     """(loss, metrics) for one batch; metrics are scalars (losses, accuracies, token counts).
 
     Sums are divided by `totals` (default: this batch's own, see `loss_totals`). Passing the totals of a
     whole global batch makes loss and metrics ADDITIVE over its micro-batches, so gradient accumulation
     equals one large batch exactly. `audio_capacity`: the audio head's capacity buckets (fractions of the
-    row length; `()` runs it at every position), see `audio_cross_entropy`.
+    row length; `()` runs it at every position), see `audio_cross_entropy`. `text_chunk`: positions per
+    piece of the text head (`text_cross_entropy`; 0 = all at once).
     """
     totals = loss_totals(batch) if totals is None else totals
     safe = lambda n: jnp.maximum(n, 1e-8)
@@ -172,7 +203,7 @@ def lm_loss(model, batch: dict, totals: dict | None = None, text_loss_weight: fl
     tw = batch["text_weights"].astype(jnp.float32)
     aw = batch["audio_weights"].astype(jnp.float32)
 
-    text_ce, text_ok = cross_entropy(model.text_logits(h), batch["text_targets"])
+    text_ce, text_ok = text_cross_entropy(model, h, batch["text_targets"], text_chunk)
     text_loss = jnp.sum(text_ce * tw) / safe(totals["text"])
     metrics = {"text_loss": text_loss, "text_acc": jnp.sum(text_ok * tw) / safe(totals["text"]),
                "text_tokens": jnp.sum(tw)}

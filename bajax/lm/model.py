@@ -61,6 +61,19 @@ class DecoderLayer(nnx.Module):
         return x, new_kv
 
 
+def head_logits(head, h: jax.Array, dtype, *, fp32: bool = False) -> jax.Array:
+    """Logits of a text head (`Linear` [D, V], or a tied `Embedding` [V, D]); see `AudioLLM.text_logits`."""
+    tied = isinstance(head, Embedding)
+    if fp32 and dtype != jnp.float32 and (tied or head.lora_a is None):
+        if tied:
+            return jnp.einsum("...d,vd->...v", h.astype(dtype), head.embedding[...].astype(dtype),
+                              preferred_element_type=jnp.float32)
+        return jnp.einsum("...d,dv->...v", h.astype(dtype), head.kernel[...].astype(dtype),
+                          preferred_element_type=jnp.float32)
+    logits = head.attend(h) if tied else head(h)
+    return logits.astype(jnp.float32) if fp32 else logits
+
+
 class AudioLLM(nnx.Module):
     def __init__(self, cfg, *, rngs: nnx.Rngs):
         if len(cfg.codebook_sizes) != DEPTH:
@@ -137,11 +150,15 @@ class AudioLLM(nnx.Module):
         return init_cache(batch_size, max_len, self.kv_heads, self.head_dim, layers=self.num_layers,
                           dtype=self.dtype)
 
-    def text_logits(self, h: jax.Array) -> jax.Array:
-        """[B, T, vocab] in the compute dtype (losses upcast to fp32)."""
-        if self.lm_head is None:
-            return self.embed_tokens.attend(h)
-        return self.lm_head(h)
+    def text_logits(self, h: jax.Array, *, fp32: bool = False) -> jax.Array:
+        """[B, T, vocab] in the compute dtype, or with `fp32` in fp32 from the matmul itself (bf16 inputs,
+        fp32 accumulation and output: the loss's logits are not rounded to bf16 first)."""
+        return head_logits(self.text_head, h, self.dtype, fp32=fp32)
+
+    @property
+    def text_head(self):
+        """The module that makes text logits: the LM head, or the token embedding when they are tied."""
+        return self.embed_tokens if self.lm_head is None else self.lm_head
 
     def audio_logits(self, h: jax.Array, audio_targets: jax.Array) -> list[jax.Array]:
         """8 arrays [B, T, cb_k + 1]; `audio_targets` [B, T, 8] feed the depth sequence (teacher forcing)."""

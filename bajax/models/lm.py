@@ -32,11 +32,12 @@ def loss(model_cfg, frozen=None):
     # The audio head runs only at audio-target positions, in these capacity buckets (fractions of a batch
     # shard's positions; () runs it everywhere): bajax/lm/losses.py. Same loss either way.
     capacity = tuple(float(f) for f in model_cfg.get("audio_head_capacity", AUDIO_CAPACITY))
+    text_chunk = int(model_cfg.get("text_loss_chunk", 0))
 
     def loss_fn(model, batch, rng, totals):
         del rng  # the LLM's training forward is deterministic
         return lm_loss(model, batch, totals=totals, text_loss_weight=text_weight, audio_loss_weight=audio_weight,
-                       audio_capacity=capacity)
+                       audio_capacity=capacity, text_chunk=text_chunk)
 
     return loss_fn
 

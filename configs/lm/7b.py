@@ -43,6 +43,9 @@ def get_config(stage: str = "stage1"):
     # pure FSDP over the whole slice (each chip holds 1/N of parameters and Adam moments, gathered per layer),
     # batch over data x fsdp, full rematerialisation so only each layer's input is kept for the backward pass.
     m.remat = "full"
+    # The text loss 2048 positions at a time: whole rows of 152k-vocabulary fp32 logits would take 10 GB per
+    # 16k-token row (bajax/lm/losses.py text_cross_entropy)
+    m.text_loss_chunk = 2048
     c.mesh.data = 1
     c.mesh.fsdp = -1                  # fill: 128 chips of v5p-256, 64 GPUs of h100x64, ...
     c.mesh.tensor = 1
