@@ -52,14 +52,17 @@ class Synthesizer:
         self.max_codes = (int(m.decoder_positions) + 1) // m.pool   # the decoder's 4L - 1 <= positions
         self.steps, self.guidance = int(steps), float(guidance)
         self.temperature = float(flow.temperature)
-        self.decode = decode                                  # read by bajax.speech.stream
+        # The decoder's weights are an argument of the compiled functions, not constants (FrozenDecoder); a
+        # plain `decode(codes, lengths)` function (a test's stand-in) has none.
+        self.decode_state = getattr(decode, "state", None)
+        self.decode = decode.apply if hasattr(decode, "apply") else (lambda _, c, n: decode(c, n))
         self.flow_graphdef, self.flow_state = nnx.split(flow)
         graphdef, per_code, temperature = self.flow_graphdef, self.mel_per_code, self.temperature
 
         @jax.jit
-        def mel_fn(flow_state, codes, rng):
+        def mel_fn(flow_state, decode_state, codes, rng):
             n = codes.shape[1]
-            hidden, lengths = decode(codes, jnp.full((1,), n, jnp.int32))
+            hidden, lengths = self.decode(decode_state, codes, jnp.full((1,), n, jnp.int32))
             frames = per_code * n
             model = nnx.merge(graphdef, flow_state)
             noise = temperature * frame_noise(rng, 0, frames, model.n_mels)[None]
@@ -125,7 +128,7 @@ class Synthesizer:
             codes[:, depth:] = -1
         if len(codes) == 0:
             return np.zeros((0, self.vocoder_mels()), np.float32)
-        mel = self._mel_fn(self.flow_state, jnp.asarray(codes[None]),
+        mel = self._mel_fn(self.flow_state, self.decode_state, jnp.asarray(codes[None]),
                             jax.random.fold_in(jax.random.key(seed), index))
         return np.asarray(mel, np.float32)
 

@@ -89,15 +89,15 @@ class FlowStream:
             jax.tree.map(lambda a: jnp.broadcast_to(a, (synth.steps, *a.shape)),
                          streaming.estimator_cache(model.estimator, 2, capacity)))
         self._fns: dict[int, object] = {}
-        self._jit = jax.jit(self._chunk, static_argnums=(0,), donate_argnums=(6, 7))
+        self._jit = jax.jit(self._chunk, static_argnums=(0,), donate_argnums=(7, 8))
         self.compile_seconds = 0.0
         self.reset()
 
-    def _chunk(self, n_chunks, flow_state, codes, n_codes, piece_key, offset, prenet_kv, caches):
+    def _chunk(self, n_chunks, flow_state, decode_state, codes, n_codes, piece_key, offset, prenet_kv, caches):
         """codes [1, n_chunks * chunk_codes, 8] (-1 past n_codes): mel of frames [offset, offset + frames)."""
         synth, f = self.synth, self.frames
         model = nnx.merge(synth.flow_graphdef, flow_state)
-        hidden, _ = synth.decode(codes, n_codes[None])                   # [1, 4 n - 1, d]
+        hidden, _ = synth.decode(decode_state, codes, n_codes[None])    # [1, 4 n - 1, d]
         i = offset + jnp.arange(f)
         # The offline Pre-Net resamples 4L - 1 features onto 4L mel frames: frame i reads feature i - 1.
         cond = hidden[:, jnp.clip(i - 1, 0, hidden.shape[1] - 1)]
@@ -114,7 +114,8 @@ class FlowStream:
     def _args(self, n_chunks: int):
         codes = jax.ShapeDtypeStruct((1, n_chunks * self.chunk_codes, len(self.synth.codebook_sizes)), jnp.int32)
         scalar = jax.ShapeDtypeStruct((), jnp.int32)
-        return (self.synth.flow_state, codes, scalar, jax.random.key(0), scalar, *self._fresh_caches())
+        return (self.synth.flow_state, self.synth.decode_state, codes, scalar, jax.random.key(0), scalar,
+                *self._fresh_caches())
 
     def compile(self, n_chunks: int) -> object:
         bucket = next(b for b in self.buckets if b >= n_chunks)
@@ -155,7 +156,8 @@ class FlowStream:
             codes = np.full((1, bucket * self.chunk_codes, frames.shape[-1] if frames.size else 8), -1, np.int32)
             codes[0, :n] = np.stack(self._codes[:n])
             key = jax.random.fold_in(jax.random.key(self.seed), self._piece)
-            mel, self._prenet_kv, self._caches = fn(self.synth.flow_state, jnp.asarray(codes), np.int32(n), key,
+            mel, self._prenet_kv, self._caches = fn(self.synth.flow_state, self.synth.decode_state,
+                                                    jnp.asarray(codes), np.int32(n), key,
                                                     np.int32(self._done * self.per_code), self._prenet_kv,
                                                     self._caches)
             new = n - self._done
