@@ -48,6 +48,8 @@ def base_config() -> ConfigDict:
     c.train.steps = 1000
     c.train.batch_size = 8               # global rows per optimizer step (all micro-batches)
     c.train.grad_accum = 1               # micro-batches per step, accumulated with lax.scan in fp32
+    c.train.max_tokens_per_device = 0    # >0: grad_accum is raised until a micro-batch holds at most this many
+    #                                      tokens (rows x data.seq_len) per batch shard (bajax.train.step.micro_steps)
     c.train.freeze = ()                  # regexes over parameter paths ("audio_head/.*") that do not train
     c.train.train_only = ()              # if set: only parameters matching one of these regexes train
     c.train.stage = ""                   # named preset of freeze rules (the LM has 'stage1', 'stage2')

@@ -26,6 +26,8 @@ import re
 
 import numpy as np
 
+from bajax.train.step import micro_steps
+
 GB = 1e9
 
 
@@ -322,7 +324,7 @@ def plan(cfg, topology: Topology, mesh_shape: dict[str, int], *, mfu: float = 0.
         batch_bytes=int(batch_bytes * rows_per_device / cfg.train.batch_size),
         flops_per_step=float(kind.flops_per_step(cfg)), mfu=mfu, compiled=compiled, notes=tuple(notes),
         dtype=str(cfg.model.get("dtype", "")), remat=str(cfg.model.get("remat", "")),
-        grad_accum=int(cfg.train.grad_accum), batch_size=int(cfg.train.batch_size))
+        grad_accum=micro_steps(cfg, mesh["data"] * mesh["fsdp"]), batch_size=int(cfg.train.batch_size))
 
 
 def compile_step(cfg, mesh_shape: dict[str, int]) -> dict:

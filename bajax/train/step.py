@@ -74,6 +74,24 @@ def state_shardings(abstract_state, mesh: jax.sharding.Mesh):
 
 
 
+def micro_steps(cfg, batch_shards: int) -> int:
+    """The micro-batches per step: `train.grad_accum`, raised to the smallest count whose micro-batch holds at
+    most `train.max_tokens_per_device` tokens (rows x `data.seq_len`) per batch shard (`batch_shards` = the
+    mesh's data x fsdp devices) and splits the batch evenly. So one config trains at 4k and at 16k tokens per
+    row: activations scale with the micro-batch, and a longer sequence takes more, smaller micro-steps. One
+    row per shard is the floor (`bajax plan` says when even that does not fit)."""
+    k = int(cfg.train.grad_accum)
+    cap, seq = int(cfg.train.get("max_tokens_per_device", 0)), int(cfg.data.get("seq_len", 0) or 0)
+    rows = int(cfg.train.batch_size)
+    if cap <= 0 or seq <= 0 or rows % batch_shards:
+        return k
+    fits = [n for n in range(k, rows // batch_shards + 1)
+            if rows % (n * batch_shards) == 0 and rows // (n * batch_shards) * seq <= cap]
+    if fits:
+        return fits[0]
+    return max(n for n in range(k, rows // batch_shards + 1) if rows % (n * batch_shards) == 0)
+
+
 def _micro_batches(batch: dict, k: int) -> dict:
     """[B, ...] -> [k, B/k, ...] taking rows i, i+k, i+2k, ... into micro-batch i, so every micro-batch
     draws evenly from every device's contiguous block of rows (no resharding between micro-steps)."""

@@ -25,7 +25,7 @@ from bajax.layers import lora as lora_layers
 from bajax.models import lora
 from bajax.train import checkpoint, distributed, freeze, peak, speech_eval
 from bajax.train.metrics import MetricsWriter
-from bajax.train.step import init_state, make_train_step, phases, state_shardings
+from bajax.train.step import init_state, make_train_step, micro_steps, phases, state_shardings
 
 
 @dataclasses.dataclass
@@ -143,11 +143,17 @@ class Trainer:
         params = nnx.split_state(rest, nnx.Param, ...)[0]
         return count(trainable), count(trainable) + count(params)
 
+    @property
+    def micro_steps(self) -> int:
+        """train.grad_accum, raised by train.max_tokens_per_device (bajax.train.step.micro_steps)."""
+        shape = dict(self.mesh.shape)
+        return micro_steps(self.cfg, shape.get("data", 1) * shape.get("fsdp", 1))
+
     def compiled_step(self):
         loss_fns = ([self.loss_fn] if not self.kind.updates else
                     [p.loss(self.cfg.model, self.frozen) for p in self.phases])
         step = make_train_step(self.phases, loss_fns, self.kind.loss_totals, self.graphdef, seed=self.cfg.seed,
-                               grad_accum=self.cfg.train.grad_accum,
+                               grad_accum=self.micro_steps,
                                adapter_dropout=lora.enabled(self.cfg) and self.cfg.train.lora.dropout > 0)
         jitted = jax.jit(step, in_shardings=(self.state_shardings, None),
                          out_shardings=(self.state_shardings, None), donate_argnums=0,
