@@ -48,7 +48,6 @@ import statistics
 import subprocess
 import sys
 import time
-import types
 
 import jax
 import numpy as np
@@ -69,12 +68,12 @@ def _decoder_only(tok_cfg):
     from bajax.tokenizer.decoder import AudioDecoder
     from bajax.tokenizer.encode import frozen_decoder
 
-    m = tok_cfg.model
-    rngs = nnx.Rngs(0)
-    tok = types.SimpleNamespace(
-        bridge=Bridge(m.d_model, m.pool, m.rvq, replace=m.replace, dtype=np.dtype(m.dtype), rngs=rngs),
-        decoder=AudioDecoder.from_config(m, rngs=rngs))
-    return frozen_decoder(tok)
+    class DecoderOnly(nnx.Module):        # an nnx module, so FrozenDecoder can split its weights out
+        def __init__(self, m, rngs):
+            self.bridge = Bridge(m.d_model, m.pool, m.rvq, replace=m.replace, dtype=np.dtype(m.dtype), rngs=rngs)
+            self.decoder = AudioDecoder.from_config(m, rngs=rngs)
+
+    return frozen_decoder(DecoderOnly(tok_cfg.model, nnx.Rngs(0)))
 
 
 def _vocoder(kind: str, size: str, run: str | None):
