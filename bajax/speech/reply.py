@@ -220,23 +220,30 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def _load(req: Request):
+    """(question wave, history, Talker, load seconds): the request checked, its inputs read before any model
+    loads, then the runs."""
+    check(req)
+    question = _read_prompt_audio(req)
+    from bajax.speech import conversation
+
+    history = conversation.read(req.history) if req.history else None
+    t0 = time.perf_counter()
+    talker = Talker(req)
+    return question, history, talker, time.perf_counter() - t0
+
+
 def speak(req: Request, *, log=_say) -> Reply:
     """Loads the runs, generates, synthesises and writes req.output and its mel PNG. Raises UsageError (or
     another ValueError: LoadError, PromptError, bad codes) with a message that names the flag and the fix.
     With `req.stream`, `speak_stream` (progress lines go to `log`)."""
     if req.stream:
         return speak_stream(req, log=log)
-    check(req)
-    question = _read_prompt_audio(req)
-    from bajax.speech import conversation
-
-    history = conversation.read(req.history) if req.history else None   # checked before any model loads
     from bajax.audio import io as audio_io
+    from bajax.speech import conversation
     from bajax.speech.pipeline import save_mel_png
 
-    t0 = time.perf_counter()
-    talker = Talker(req)
-    load_s = time.perf_counter() - t0
+    question, history, talker, load_s = _load(req)
     got = talker(text=req.text, question=question, audio_name=req.audio or "", history=history)
     rate, hop = got.sample_rate, talker.synth.vocoder.hop
     audio_io.write(req.output, got.wave, rate)
@@ -265,19 +272,13 @@ def speak_stream(req: Request, *, log=_say) -> Reply:
 
     Griffin-Lim's wave has no fixed scale: offline synthesis rescales the whole wave to a 0.99 peak, a stream
     cannot (the peak of later chunks is unknown when a chunk goes out), so each chunk is clipped to [-1, 1]."""
-    check(req)
-    question = _read_prompt_audio(req)
-    from bajax.speech import conversation
-
-    history = conversation.read(req.history) if req.history else None   # checked before any model loads
     import numpy as np
     import soundfile as sf
 
+    from bajax.speech import conversation
     from bajax.speech.stream import Streamer, stream
 
-    t0 = time.perf_counter()
-    talker = Talker(req)
-    load_s = time.perf_counter() - t0
+    question, history, talker, load_s = _load(req)
     streamer = Streamer(talker.synth, chunk_codes=req.stream_chunk or None, seed=req.seed)
     compile_s = streamer.warmup()
     log(f"warmup: compiled {len(streamer.flow.buckets)} flow bucket(s) of {streamer.flow.chunk_codes} code frames "
