@@ -111,13 +111,15 @@ def test_7b_compiles_and_fits_v5p_256(tmp_path):
 
 def test_micro_steps_cap_the_tokens_per_batch_shard():
     """train.max_tokens_per_device raises grad_accum to the smallest even split that fits, one row per shard
-    at the least: 7B on 128 chips keeps one micro-step at 4k tokens per row and takes two at 16k."""
+    at the least: 7B (8k tokens per shard) on 128 chips keeps one micro-step at 4k tokens per row and takes
+    two at 16k."""
     from bajax.train.step import micro_steps
 
     seven = lambda seq: load(str(ROOT / "configs" / "lm" / "7b.py"), [f"data.seq_len={seq}"])  # noqa: E731
     assert micro_steps(seven(4096), 128) == 1
     assert micro_steps(seven(16384), 128) == 2
     assert micro_steps(seven(65536), 128) == 2          # the floor: one row per shard (the plan reports the rest)
-    assert micro_steps(seven(16384), 64) == 4           # 4 rows per shard on a 64-chip slice
+    assert micro_steps(seven(4096), 64) == 2            # 4 rows per shard on 64 GPUs: 2 x 2 rows of 4k
+    assert micro_steps(seven(16384), 64) == 4
     tiny = load(str(ROOT / "configs" / "lm" / "tiny.py"), ["train.grad_accum=2"])
     assert tiny.train.max_tokens_per_device == 0 and micro_steps(tiny, 1) == 2   # off: grad_accum as given

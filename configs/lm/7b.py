@@ -53,9 +53,10 @@ def get_config(stage: str = "stage1"):
     c.train.steps = 50000
     c.train.batch_size = 256          # packed rows per step: 256 x 4096 = 1.05M tokens
     c.train.grad_accum = 1            # 2 rows per chip on 128 chips; raise it on smaller slices
-    # At most 16k tokens per chip per micro-step: 4k rows keep one micro-step, 16k rows
-    # (--config.data.seq_len=16384) take two of one row each (bajax.train.step.micro_steps)
-    c.train.max_tokens_per_device = 16384
+    # At most 8k tokens per chip per micro-step (bajax.train.step.micro_steps): on v5p-256 4k rows keep one
+    # micro-step (2 rows per chip) and 16k rows (--config.data.seq_len=16384) take two of one row each; on
+    # h100x64 (4 rows per GPU) 4k takes two micro-steps, 16k four
+    c.train.max_tokens_per_device = 8192
     c.data.seq_len = 4096
     # Stage 1 trains only the audio embeddings and head (fresh, higher lr); stage 2 everything but the text
     # embedding and LM head, gently, to keep the text ability of the Qwen2.5 initialisation.
