@@ -61,3 +61,34 @@ def test_step_time_excludes_saves_and_evaluation(tmp_path):
     # 12 -> 15, 16 -> 18, 20 -> 21 (24's is after the last row). An evaluation runs before its row is logged.
     assert [r["step"] for r in rows if "save_time" in r] == [6, 9, 15, 18, 21]
     assert [r["step"] for r in rows if "eval_time" in r] == [6, 12, 18, 24]
+
+
+def test_mfu_counts_the_useful_flops_of_the_steps_between_logs(tmp_path, monkeypatch):
+    """With cumulative useful FLOPs the MFU is (FLOPs since the last log) / seconds / peak, not the constant
+    per-step figure; the LM's useful FLOPs count real tokens and the audio head at audio-target positions."""
+    import time
+
+    from bajax import config as config_lib
+    from bajax.lm import flops as lm_flops
+    from bajax.lm.batch import empty
+    from bajax.models import lm
+
+    now = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+    w = MetricsWriter(str(tmp_path), tensorboard=False, echo=False, flops_per_step=1e9, peak_flops=1e8)
+    w.add(1, {"loss": jnp.float32(1.0)}, 10.0, 0.0)
+    now[0] = 10.0
+    w.add(3, {"loss": jnp.float32(1.0)}, 30.0, 4e8)          # 4e8 FLOPs in 10 s at a 1e8 peak: MFU 0.4
+    w.close()
+    assert [r.get("mfu") for r in w.records] == [None, pytest.approx(0.4)]
+
+    cfg = config_lib.load("configs/lm/tiny.py", ["data.seq_len=16"])
+    batch = empty(2, 16)
+    batch["segment_ids"][0, :12] = 1                           # 12 + 9 real tokens, 5 of them with audio
+    batch["segment_ids"][1, :9] = 1
+    batch["audio_weights"][0, 2:6, 0] = 1
+    batch["audio_weights"][1, 0, 3] = 1
+    batch["audio_weights"][1, 12, :] = 1                       # padding: not counted
+    per_token = lm_flops.train_flops_per_token(cfg.model, 16, audio_fraction=0.0)["total"]
+    head = 6.0 * lm_flops.audio_head_matmul_macs(cfg.model)
+    assert lm.useful_flops(cfg, batch) == pytest.approx(21 * per_token + 5 * head)

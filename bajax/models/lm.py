@@ -61,6 +61,15 @@ def flops_per_step(cfg) -> float:
     return per_token * cfg.train.batch_size * cfg.data.seq_len
 
 
+def useful_flops(cfg, batch: dict) -> float:
+    """Training FLOPs of a host-local batch's useful work: the backbone and text head on its real (non-padding)
+    tokens, the audio head on the positions with audio loss weight (where it runs; bajax/lm/losses.py)."""
+    per_token = lm_flops.train_flops_per_token(cfg.model, cfg.data.seq_len, audio_fraction=0.0)["total"]
+    real = batch["segment_ids"] > 0
+    audio = np.count_nonzero(real & np.any(batch["audio_weights"] > 0, axis=-1))
+    return per_token * np.count_nonzero(real) + 6.0 * lm_flops.audio_head_matmul_macs(cfg.model) * audio
+
+
 def work_units(batch: dict) -> tuple[str, float]:
     return "tokens", float(np.count_nonzero(batch["segment_ids"]))
 
@@ -107,6 +116,7 @@ KIND = register(ModelKind(
     batch_shapes=batch_shapes,
     make_dataset=make_dataset,
     flops_per_step=flops_per_step,
+    useful_flops=useful_flops,
     work_units=work_units,
     layout=ReferenceLayout(entries=baichuan_lm, reference_config=reference_config, owns=owns,
                            nonreference=nonreference),

@@ -109,6 +109,9 @@ class ModelKind:
     flops_per_step: Callable[[ConfigDict], float]
     # host-local numpy batch -> (unit name, count) for throughput, e.g. ("tokens", 2048)
     work_units: Callable[[dict], tuple[str, float]]
+    # (config, host-local numpy batch) -> the training FLOPs that batch needs (padding and positions that
+    # carry no loss excluded): MFU then counts useful work only. None: `flops_per_step` for every step
+    useful_flops: Callable[[ConfigDict, dict], float] | None = None
     # parameter names in the reference checkpoint (export / import); None: the kind is not exported
     layout: ReferenceLayout | None = None
     # named presets of trainable parameters: {'stage1': {'train_only': (...)}, ...}

@@ -48,7 +48,7 @@ class MetricsWriter:
 
                 self._tb = SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
         self._pending: tuple[int, dict, dict] | None = None
-        self._last_sync: tuple[int, float, float] | None = None  # (step, wall time, cumulative units)
+        self._last_sync: tuple[int, float, float, float] | None = None  # (step, wall time, units, FLOPs)
         self._excluded: dict[str, float] = {}                     # not-training seconds since the last sync
         self.records: list[dict] = []
 
@@ -78,21 +78,25 @@ class MetricsWriter:
         finally:
             self._excluded[name] = self._excluded.get(name, 0.0) + time.perf_counter() - start
 
-    def add(self, step: int, device_metrics: dict, cumulative_units: float) -> None:
+    def add(self, step: int, device_metrics: dict, cumulative_units: float,
+            cumulative_flops: float | None = None) -> None:
         """Waits for step's outputs, times the steps since the previous logged one, queues step's metrics
-        and writes the previously queued step's."""
+        and writes the previously queued step's. With `cumulative_flops` (the useful FLOPs of every step so
+        far) MFU counts those; without, `flops_per_step` per step."""
         jax.block_until_ready(device_metrics)
         now = time.perf_counter()
         timing = dict(self._excluded)
         if self._last_sync is not None and step > self._last_sync[0]:
-            last_step, last_time, last_units = self._last_sync
+            last_step, last_time, last_units, last_flops = self._last_sync
             seconds = max(now - last_time - sum(self._excluded.values()), 1e-9)
             dt = seconds / (step - last_step)
             timing["step_time"] = dt
             timing[f"{self.unit}_per_sec"] = (cumulative_units - last_units) / seconds
             if self.peak_flops > 0:
-                timing["mfu"] = self.flops_per_step / dt / self.peak_flops
-        self._last_sync = (step, now, cumulative_units)
+                flops = (self.flops_per_step * (step - last_step) if cumulative_flops is None
+                         else cumulative_flops - last_flops)
+                timing["mfu"] = flops / seconds / self.peak_flops
+        self._last_sync = (step, now, cumulative_units, cumulative_flops or 0.0)
         self._excluded = {}
         previous, self._pending = self._pending, (step, device_metrics, timing)
         if previous is not None:

@@ -327,6 +327,7 @@ class Trainer:
                       f"{dict(self.mesh.shape)} on {jax.device_count()} {platform} devices"
                       + (f"; allocator: {malloc.allocator()}" if platform == "cpu" else ""), flush=True)
             units = 0.0
+            flops = 0.0 if self.kind.useful_flops is not None else None
             eval_fn = None
             preempted = False
             end = cfg.train.steps if stop_after is None else min(stop_after, cfg.train.steps)
@@ -334,6 +335,8 @@ class Trainer:
                 local = next(data_iter)
                 writer.unit, count = self.kind.work_units(local)
                 units += count * jax.process_count()  # every process holds the same number of rows
+                if self.kind.useful_flops is not None:   # (other processes' batches are alike on average)
+                    flops += self.kind.useful_flops(cfg, local) * jax.process_count()
                 state, metrics = step_fn(state, sharding.to_global(local, self.mesh))
                 step += 1
                 evaluated = bool(cfg.train.eval_every) and (step % cfg.train.eval_every == 0 or step == end)
@@ -342,7 +345,7 @@ class Trainer:
                     with writer.excluded("eval_time", wait_for=state):
                         metrics = {**metrics, **self.evaluate(state, eval_fn)}
                 if evaluated or step % max(cfg.metrics.log_every, 1) == 0 or step == end:
-                    writer.add(step, metrics, units)
+                    writer.add(step, metrics, units, flops)
                 if ckpt.due(step):
                     with writer.excluded("save_time", wait_for=state):
                         # The row of every step up to this one reaches metrics.jsonl before the checkpoint can
