@@ -18,9 +18,15 @@ import pytest  # noqa: E402
 absl.flags.FLAGS.mark_as_parsed()
 
 # Many tests compile the same tiny programs (model init, train steps) again; a persistent compilation
-# cache shared by the xdist workers turns the repeats into cache hits.
-jax.config.update("jax_compilation_cache_dir", os.environ.get(
-    "BAJAX_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "bajax-test-jax-cache")))
+# cache shared by the processes of ONE run turns the repeats into cache hits. The first process to load this
+# file (pytest itself, or the xdist controller) names a fresh directory in BAJAX_TEST_JAX_CACHE, which its
+# workers and the tests' child processes inherit, and removes it at the end. A directory kept across runs held
+# an entry truncated by a worker killed mid-write, and reading it aborted a later run's worker.
+OWN_JAX_CACHE = not os.environ.get("BAJAX_TEST_JAX_CACHE")
+if OWN_JAX_CACHE:
+    os.environ["BAJAX_TEST_JAX_CACHE"] = tempfile.mkdtemp(prefix="bajax-test-jax-cache-")
+TEST_JAX_CACHE = os.environ["BAJAX_TEST_JAX_CACHE"]
+jax.config.update("jax_compilation_cache_dir", TEST_JAX_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
@@ -32,3 +38,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "torch" in item.keywords and not HAS_TORCH:
             item.add_marker(skip)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The process that named this run's compilation cache removes it (not one named from outside)."""
+    import shutil
+
+    if OWN_JAX_CACHE:
+        shutil.rmtree(TEST_JAX_CACHE, ignore_errors=True)

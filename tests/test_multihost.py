@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +45,7 @@ def child_env(devices: int) -> dict:
     """Environment of a child JAX process with `devices` fake CPU devices. Every JAX run of these tests is a
     child with a long collective timeout: on a loaded 2-core machine a fake device's thread can arrive at a
     collective later than XLA's default 40 s, which aborts the whole process."""
-    cache = os.environ.get("BAJAX_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "bajax-test-jax-cache"))
+    cache = os.environ["BAJAX_TEST_JAX_CACHE"]           # this run's directory (tests/conftest.py)
     return dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=cache,
                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
                 XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "

@@ -5,7 +5,6 @@ environment minus conftest's 8-fake-device XLA flag (the notebooks train on one 
 """
 
 import os
-import tempfile
 from pathlib import Path
 
 import nbformat
@@ -30,8 +29,7 @@ def kernel_env(monkeypatch, tmp_path):
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     monkeypatch.setenv("BAJAX_NB_STEPS", "4")
-    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", os.environ.get(
-        "BAJAX_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "bajax-test-jax-cache")))
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", os.environ["BAJAX_TEST_JAX_CACHE"])   # tests/conftest.py
     monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
     monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
     return tmp_path

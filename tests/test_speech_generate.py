@@ -320,7 +320,7 @@ def test_bajax_serve_streams_pcm_over_http(runs):
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            out, _ = proc.communicate(timeout=30)
+            out, _ = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             proc.kill()
             out, _ = proc.communicate()
