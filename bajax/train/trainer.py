@@ -327,7 +327,8 @@ class Trainer:
                       f"{dict(self.mesh.shape)} on {jax.device_count()} {platform} devices"
                       + (f"; allocator: {malloc.allocator()}" if platform == "cpu" else ""), flush=True)
             units = 0.0
-            flops = 0.0 if self.kind.useful_flops is not None else None
+            count_flops = self.kind.useful_flops      # None: this kind reports no MFU
+            flops = None if count_flops is None else 0.0
             eval_fn = None
             preempted = False
             end = cfg.train.steps if stop_after is None else min(stop_after, cfg.train.steps)
@@ -335,8 +336,8 @@ class Trainer:
                 local = next(data_iter)
                 writer.unit, count = self.kind.work_units(local)
                 units += count * jax.process_count()  # every process holds the same number of rows
-                if self.kind.useful_flops is not None:   # (other processes' batches are alike on average)
-                    flops += self.kind.useful_flops(cfg, local) * jax.process_count()
+                if count_flops is not None:   # (other processes' batches are alike on average)
+                    flops += count_flops(cfg, local) * jax.process_count()
                 state, metrics = step_fn(state, sharding.to_global(local, self.mesh))
                 step += 1
                 evaluated = bool(cfg.train.eval_every) and (step % cfg.train.eval_every == 0 or step == end)
