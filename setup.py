@@ -32,6 +32,8 @@ setup(
         "dev": [
             "pytest==9.2.0",
             "pytest-xdist==3.8.0",
+            # Reruns a test once when its xdist worker dies in native code (pyproject.toml addopts).
+            "pytest-rerunfailures==16.7",
             "ruff==0.17.6",
             "nbclient==0.11.0",
             "nbformat==5.11.1",
