@@ -139,3 +139,50 @@ def test_paper_setting_conditions_on_the_frozen_tokenizer_decoder(tmp_path):
     assert float(jnp.abs(grads["prenet"]["in_proj"]["kernel"][...]).sum()) > 0
     with pytest.raises(ValueError, match="needs codes"):
         conditioning.conditioner("tokenizer", frozen["tokenizer_decoder"])({"mel24": batch["mel24"]})
+
+
+def test_the_frozen_decoder_is_an_argument_of_the_compiled_programs_not_a_constant(tmp_path):
+    """A flow run on the paper setting passes the frozen tokenizer decoder's weights INTO its train, eval and
+    speech-eval programs (bajax/train/frozen_args.py). Closed over, they became constants of every program,
+    which XLA copies while compiling (0.6 GB each for the base decoder)."""
+    import re
+
+    from bajax.config import load
+    from bajax.tokenizer.model import Tokenizer
+    from bajax.train import frozen_args
+    from bajax.train.checkpoint import Checkpointer
+    from bajax.train.speech_eval import SpeechEvaluator
+    from bajax.train.trainer import Trainer
+
+    root = Path(__file__).resolve().parents[1]
+    tcfg = load(str(root / "configs" / "tokenizer" / "tiny.py"), [])
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "config.json").write_text(tcfg.to_json_best_effort(indent=2))
+    ckpt = Checkpointer(str(tmp_path / "tok" / "checkpoints"), every=1, keep=1, async_save=False)
+    ckpt.save(1, {"step": jnp.int32(1), "model": nnx.state(Tokenizer(tcfg.model, rngs=nnx.Rngs(3))), "opt": {}},
+              force=True)
+    ckpt.close()
+    cfg = load(str(root / "configs" / "flow" / "tiny.py"),
+               ["model.cond_source=tokenizer", f"model.cond_dim={tcfg.model.d_model}",
+                f"model.tokenizer_checkpoint={tmp_path / 'tok'}", "train.batch_size=2", "train.eval_speech=2",
+                "data.audio.require_codes=False"])
+    trainer = Trainer(cfg, str(tmp_path / "flow"))
+    weights = jax.tree.leaves(frozen_args.states(trainer.frozen))
+    assert weights and sum(w.size for w in weights) > 10_000
+    biggest = max(w.nbytes for w in weights)
+
+    def longest_literal(lowered) -> int:   # a constant array prints as dense<"0x..."> (2 hex digits a byte)
+        return max((len(m) // 2 for m in re.findall(r'dense<"0x([0-9A-Fa-f]+)">', lowered.as_text())), default=0)
+
+    with trainer.scope():
+        state = trainer.abstract_with_shardings()
+        batch = {k: jax.ShapeDtypeStruct(b.shape, b.dtype) for k, b in trainer.kind.abstract_batch(cfg).items()}
+        for compiled in (trainer.compiled_step(), trainer.compiled_eval()):
+            assert longest_literal(compiled.lower(state, batch)) < biggest
+        speech = SpeechEvaluator(trainer)
+        assert longest_literal(speech._fn.lower(state, speech.batch)) < biggest
+    # The same lowering with the weights closed over (as before) holds them as literals: the check can fail.
+    decoder = trainer.frozen["tokenizer_decoder"]
+    closed = jax.jit(lambda codes, lengths: decoder(codes, lengths)).lower(
+        jnp.zeros((1, 4, 8), jnp.int32), jnp.array([4]))
+    assert longest_literal(closed) >= biggest

@@ -67,6 +67,12 @@ class FrozenDecoder:
     def __call__(self, codes, code_lengths):
         return self.apply(self.state, codes, code_lengths)
 
+    def with_state(self, state) -> FrozenDecoder:
+        """This decoder reading `state` (e.g. the traced argument of a jitted caller) instead of its own."""
+        other = object.__new__(FrozenDecoder)
+        other.graphdef, other.state = self.graphdef, state
+        return other
+
 
 def frozen_decoder(tok: Tokenizer) -> FrozenDecoder:
     """The tokenizer's decoder as the flow decoder's conditioning (see `FrozenDecoder`)."""

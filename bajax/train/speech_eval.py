@@ -118,7 +118,7 @@ class SpeechEvaluator:
         from jax.sharding import NamedSharding, PartitionSpec
 
         from bajax import sharding
-        from bajax.train import distributed
+        from bajax.train import distributed, frozen_args
 
         cfg, mesh = trainer.cfg, trainer.mesh
         check(cfg, trainer.kind)
@@ -137,15 +137,17 @@ class SpeechEvaluator:
             sh = NamedSharding(mesh, sharding.logical_to_spec(("batch",) + (None,) * (x.ndim - 1), trainer.rules,
                                                               mesh.axis_names))
             self.batch[k] = jax.make_array_from_callback(x.shape, sh, lambda idx, x=x: x[idx])
-        graphdef, run = trainer.graphdef, spec.run
+        graphdef, kind, frozen = trainer.graphdef, trainer.kind, trainer.frozen
 
-        def call(state, batch):
+        def call(state, batch, frozen_states):   # the frozen helpers' weights as an argument (frozen_args.py)
+            run = kind.speech_eval(cfg.model, frozen_args.rebind(frozen, frozen_states)).run
             return run(nnx.merge(graphdef, state["model"], copy=True), batch)
 
         replicated = NamedSharding(mesh, PartitionSpec())   # every process reads all outputs
-        jitted = jax.jit(call, in_shardings=(trainer.state_shardings, None), out_shardings=replicated,
+        jitted = jax.jit(call, in_shardings=(trainer.state_shardings, None, None), out_shardings=replicated,
                          compiler_options=trainer.compiler_options())
-        self._fn = distributed.compiled_together(jitted, "speech_eval")
+        self._fn = frozen_args.WithFrozen(jitted, distributed.compiled_together(jitted, "speech_eval"),
+                                          frozen_args.states(frozen))
 
     def outputs(self, state) -> dict[str, np.ndarray]:
         import jax

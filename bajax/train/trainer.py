@@ -23,7 +23,7 @@ from ml_collections import ConfigDict
 from bajax import malloc, models, runs, sharding
 from bajax.layers import lora as lora_layers
 from bajax.models import lora
-from bajax.train import checkpoint, distributed, freeze, peak, speech_eval
+from bajax.train import checkpoint, distributed, freeze, frozen_args, peak, speech_eval
 from bajax.train.metrics import MetricsWriter
 from bajax.train.step import init_state, make_train_step, micro_steps, phases, state_shardings
 
@@ -150,15 +150,25 @@ class Trainer:
         return micro_steps(self.cfg, shape.get("data", 1) * shape.get("fsdp", 1))
 
     def compiled_step(self):
-        loss_fns = ([self.loss_fn] if not self.kind.updates else
-                    [p.loss(self.cfg.model, self.frozen) for p in self.phases])
-        step = make_train_step(self.phases, loss_fns, self.kind.loss_totals, self.graphdef, seed=self.cfg.seed,
-                               grad_accum=self.micro_steps,
-                               adapter_dropout=lora.enabled(self.cfg) and self.cfg.train.lora.dropout > 0)
-        jitted = jax.jit(step, in_shardings=(self.state_shardings, None),
+        """Jitted `(state, batch) -> (state, metrics)`; the frozen helpers' weights are an argument of the
+        compiled program, not its constants (bajax/train/frozen_args.py)."""
+        cfg, kind, frozen = self.cfg, self.kind, self.frozen
+        phases, graphdef, micro = self.phases, self.graphdef, self.micro_steps
+        adapter_dropout = lora.enabled(cfg) and cfg.train.lora.dropout > 0
+
+        def train_step(state, batch, frozen_states):
+            helpers = frozen_args.rebind(frozen, frozen_states)
+            loss_fns = ([kind.loss(cfg.model, helpers)] if not kind.updates else
+                        [p.loss(cfg.model, helpers) for p in phases])
+            step = make_train_step(phases, loss_fns, kind.loss_totals, graphdef, seed=cfg.seed, grad_accum=micro,
+                                   adapter_dropout=adapter_dropout)
+            return step(state, batch)
+
+        jitted = jax.jit(train_step, in_shardings=(self.state_shardings, None, None),
                          out_shardings=(self.state_shardings, None), donate_argnums=0,
                          compiler_options=self.compiler_options())
-        return distributed.compiled_together(jitted, "train_step")
+        return frozen_args.WithFrozen(jitted, distributed.compiled_together(jitted, "train_step"),
+                                      frozen_args.states(frozen))
 
     def compiler_options(self) -> dict | None:
         """The kind's XLA options for CPU when the mesh is on CPU; None elsewhere."""
@@ -168,17 +178,20 @@ class Trainer:
     def compiled_eval(self):
         """Jitted `(state, batch) -> metrics` of the loss on held-out data (no gradients, no updates;
         stochastic parts such as RVQ Gumbel sampling see a fixed key)."""
-        kind, loss_fn, graphdef = self.kind, self.loss_fn, self.graphdef
+        cfg, kind, frozen, graphdef = self.cfg, self.kind, self.frozen, self.graphdef
 
-        def evaluate(state, batch):
+        def evaluate(state, batch, frozen_states):
+            loss_fn = kind.loss(cfg.model, frozen_args.rebind(frozen, frozen_states))
             model = nnx.merge(graphdef, state["model"], copy=True)
             # "train": False tells a kind's loss to run its evaluation mode (e.g. greedy RVQ, no EMA update).
             totals = {**kind.loss_totals(batch), "step": state["step"], "train": False}
             loss, metrics = loss_fn(model, batch, jax.random.key(0), totals)
             return {**metrics, "loss": loss}
 
-        jitted = jax.jit(evaluate, in_shardings=(self.state_shardings, None), compiler_options=self.compiler_options())
-        return distributed.compiled_together(jitted, "eval_step")
+        jitted = jax.jit(evaluate, in_shardings=(self.state_shardings, None, None),
+                         compiler_options=self.compiler_options())
+        return frozen_args.WithFrozen(jitted, distributed.compiled_together(jitted, "eval_step"),
+                                      frozen_args.states(frozen))
 
     def evaluate(self, state, eval_fn=None) -> dict[str, float]:
         """Mean metrics over `train.eval_batches` batches (0 = all) of the held-out split, prefixed `eval_`.
