@@ -33,6 +33,11 @@ def frame_noise(rng: jax.Array, start, count: int, n_mels: int) -> jax.Array:
     return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(rng, i), (n_mels,), jnp.float32))(frames)
 
 
+def vocoder_mels(vocoder) -> int:
+    """Mel bins a vocoder reads: its `n_mels`, or the reference's 80 for one that does not say."""
+    return int(getattr(vocoder, "n_mels", 80))
+
+
 class Synthesizer:
     """`codes [L, 8] -> (wave [4L * 480], mel [4L, 80])` with a loaded tokenizer decoder and flow decoder."""
 
@@ -133,7 +138,7 @@ class Synthesizer:
         return np.asarray(mel, np.float32)
 
     def vocoder_mels(self) -> int:
-        return int(getattr(self.vocoder, "n_mels", 80))
+        return vocoder_mels(self.vocoder)
 
     def __call__(self, codes, seed: int = 0, index: int = 0, depth: int | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:

@@ -36,7 +36,7 @@ import numpy as np
 from flax import nnx
 
 from bajax.flow import cfm, streaming
-from bajax.speech.pipeline import Synthesizer, frame_noise
+from bajax.speech.pipeline import Synthesizer, frame_noise, vocoder_mels
 
 LOG_MEL_SILENCE = float(np.log(1e-5))    # the mel floor (bajax.audio.mel), silence for padding a window
 
@@ -180,14 +180,14 @@ class VocoderStream:
         self.reset()
 
     def reset(self) -> None:
-        self._mel = np.zeros((0, getattr(self.vocoder, "n_mels", 80)), np.float32)
+        self._mel = np.zeros((0, vocoder_mels(self.vocoder)), np.float32)
         self._emitted = 0       # frames whose audio is out (the held-back tail not included)
         self._tail = None       # audio of the held-back frames from the previous window
 
     def warmup(self) -> float:
         """Compiles the vocoder for both window lengths (when it compiles per length, as HiFTVocoder does)."""
         t0 = time.perf_counter()
-        n_mels = getattr(self.vocoder, "n_mels", 80)
+        n_mels = vocoder_mels(self.vocoder)
         for frames in (self.chunk_frames, self.window):
             self.vocoder(np.full((frames, n_mels), LOG_MEL_SILENCE, np.float32))
         return time.perf_counter() - t0
