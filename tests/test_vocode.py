@@ -60,10 +60,14 @@ def test_hift_vocoder_is_the_generator_under_jit_padded_to_a_bucket_and_seeded(r
     assert wave.shape == (37 * 480,) and wave.dtype == np.float32 and np.isfinite(wave).all()
     assert np.abs(wave).max() > 0
     np.testing.assert_array_equal(vocoder(mel), wave)                   # the same key every call
-    # The same computation as the generator itself on the mel padded with silence to 50 frames.
+    # The same computation as the generator itself on the mel padded with silence to 50 frames, with each
+    # frame's noise keyed by its index (frame_source_noise: a streamed window gets the same draws).
+    from bajax.vocoder.source import frame_source_noise
+
     generator = runs_lib.load(run_dirs["vocoder"], "vocoder").model.generator
     padded = np.concatenate([mel, np.full((13, 80), LOG_MEL_FLOOR, np.float32)])[None]
-    direct = nnx.jit(lambda g, m, k: g(m, k)[0])(generator, padded, jax.random.key(3))
+    direct = nnx.jit(lambda g, m, k: g(m, None, inject=frame_source_noise(k, 0, 50, g.hop, g.harmonics))[0])(
+        generator, padded, jax.random.key(3))
     assert direct.shape == (1, 50 * 480)
     # Two separate XLA compilations of the same fp32 graph: equal up to reassociation.
     np.testing.assert_allclose(wave, np.asarray(direct)[0, :37 * 480], rtol=0, atol=1e-6)

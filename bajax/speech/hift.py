@@ -29,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 from bajax.audio.mel import LOG_MEL_FLOOR
+from bajax.vocoder.source import frame_source_noise
 
 SAMPLE_RATE = 24000
 N_MELS = 80                         # bins of bajax.audio.mel.flow_mel_24k
@@ -73,13 +74,22 @@ class HiFTVocoder:
         self.n_mels = int(generator.conv_pre.weight_v.shape[1])     # conv_pre's kernel [k, mels, channels]
         self.seed, self.bucket, self.source = int(seed), int(bucket), source
         self.compile_seconds = 0.0           # spent building executables, over all buckets
+        self.harmonics = int(generator.harmonics)
         graphdef, self._state = nnx.split(generator)
         self._key = jax.random.key(self.seed)
         self._executables: dict[int, object] = {}
+        hop, harmonics = self.hop, self.harmonics
 
-        def synthesize(state, mel, key):
-            wave, _ = nnx.merge(graphdef, state)(mel, key)
-            return wave[0]
+        def synthesize(state, mel, key, start, offset, known_f0, n_known):
+            # A window starting at mel frame `start` is the middle of the utterance it belongs to, not a new
+            # signal: its frames' own noise (bajax.vocoder.source.frame_source_noise), sines already `offset`
+            # cycles on, and the f0 of its first `n_known` frames as the window that emitted them predicted it
+            # (here they lack left context; a wrong f0 there would shift the phase of all that follows).
+            gen = nnx.merge(graphdef, state)
+            f0 = gen.f0_predictor(mel)
+            f0 = jnp.where(jnp.arange(mel.shape[1]) < n_known, known_f0, f0)
+            draws = frame_source_noise(key, start, mel.shape[1], hop, harmonics, offset)
+            return gen.decode(mel, gen.source(f0, None, draws))[0], f0[0]
 
         self._fn = jax.jit(synthesize)
 
@@ -118,21 +128,38 @@ class HiFTVocoder:
             return 0.0
         t0 = time.perf_counter()
         spec = jax.ShapeDtypeStruct((1, padded, self.n_mels), jnp.float32)
-        self._executables[padded] = self._fn.lower(self._state, spec, self._key).compile()
+        self._executables[padded] = self._fn.lower(self._state, spec, self._key, np.int32(0),
+                                                   np.zeros((1, self.harmonics + 1), np.float32),
+                                                   np.zeros((1, padded), np.float32), np.int32(0)).compile()
         seconds = time.perf_counter() - t0
         self.compile_seconds += seconds
         return seconds
 
     def __call__(self, mel) -> np.ndarray:
         """mel [T, n_mels] (natural-log magnitude mel) -> float32 wave [T * hop]."""
+        return self.window(mel)[0]
+
+    def window(self, mel, start: int = 0, cycles: float = 0.0, known_f0=()) -> tuple[np.ndarray, np.ndarray]:
+        """(wave [T * hop], f0 [T] in Hz) of mel frames [start, start + T) of a longer utterance, whose
+        fundamental has turned `cycles` times before frame `start` (the sum of hop * f0 / sample_rate over the
+        frames before it) and whose first frames' f0 is `known_f0` (from the windows that emitted them): that
+        window of the whole utterance's synthesis wherever the generator's receptive field (about 8 frames)
+        lies inside the window (bajax.speech.stream.VocoderStream)."""
         mel = check_mel(mel, self.n_mels, self.hop)
         frames = mel.shape[0]
         self.compile(frames)
         padded = self.padded_frames(frames)
         full = np.full((1, padded, self.n_mels), LOG_MEL_FLOOR, np.float32)
         full[0, :frames] = mel
-        wave = self._executables[padded](self._state, full, self._key)
-        return np.asarray(wave, np.float32)[:frames * self.hop]      # cut on the host: no op per length
+        # Harmonic h turns (h + 1) times as often; only the fraction of a cycle matters (float64 on the host).
+        offset = np.mod(np.arange(1, self.harmonics + 2) * float(cycles), 1.0).astype(np.float32)[None]
+        known = np.zeros((1, padded), np.float32)
+        n_known = min(len(known_f0), frames)
+        known[0, :n_known] = np.asarray(known_f0, np.float32)[:n_known]
+        wave, f0 = self._executables[padded](self._state, full, self._key, np.int32(start), offset, known,
+                                             np.int32(n_known))
+        # Cut on the host: no op per length.
+        return np.asarray(wave, np.float32)[:frames * self.hop], np.asarray(f0, np.float32)[:frames]
 
 
 # -- the input of `bajax vocode` -----------------------------------------------------------------------

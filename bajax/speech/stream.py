@@ -183,6 +183,7 @@ class VocoderStream:
         self._mel = np.zeros((0, vocoder_mels(self.vocoder)), np.float32)
         self._emitted = 0       # frames whose audio is out (the held-back tail not included)
         self._tail = None       # audio of the held-back frames from the previous window
+        self._f0 = np.zeros((0,), np.float64)   # f0 of the emitted frames (a vocoder with `window`, as HiFT)
 
     def warmup(self) -> float:
         """Compiles the vocoder for both window lengths (when it compiles per length, as HiFTVocoder does)."""
@@ -205,8 +206,17 @@ class VocoderStream:
         length = max(length, total - start)
         window = np.full((length, self._mel.shape[1]), LOG_MEL_SILENCE, np.float32)
         window[:total - start] = self._mel[start:]
-        wave = np.asarray(self.vocoder(window), np.float32)
         stop = total if final else max(self._emitted, total - self.overlap)
+        if hasattr(self.vocoder, "window"):
+            # A source-filter vocoder (HiFT) continues the utterance: its noise is that of these frames and
+            # its sines have turned as often as the f0 of the frames before the window says.
+            cycles = float(np.sum(self._f0[:start])) * self.hop / self.vocoder.sample_rate
+            wave, f0 = self.vocoder.window(window, start, cycles, self._f0[start:])
+            # Each frame's f0 from the window it is emitted from: the context before it, nothing held back.
+            self._f0 = np.concatenate([self._f0, f0[self._emitted - start:stop - start].astype(np.float64)])
+        else:
+            wave = self.vocoder(window)
+        wave = np.asarray(wave, np.float32)
         piece = wave[(self._emitted - start) * self.hop:(stop - start) * self.hop].copy()
         if self._tail is not None:                                     # cross-fade the held-back frames
             n = min(len(self._tail), len(piece))

@@ -44,6 +44,9 @@ class SourceNoise(NamedTuple):
     phase: jax.Array   # [B, H + 1] initial phase of each harmonic in radians, U(-pi, pi); column 0 is set to 0
     noise: jax.Array   # [B, L, H + 1] standard normal, before scaling by the voiced/unvoiced amplitude
     #                    (torch: phase_vec [B, H + 1, 1], randn_like(sine_waves) [B, H + 1, L])
+    # [B, H + 1] cycles each harmonic has already turned before this signal's first sample, when it continues
+    # an earlier one (a streamed window, bajax.speech.stream); None: the signal starts here (the reference).
+    offset: jax.Array | None = None
 
 
 def draw_source_noise(key: jax.Array, batch: int, length: int, harmonics: int) -> SourceNoise:
@@ -52,6 +55,19 @@ def draw_source_noise(key: jax.Array, batch: int, length: int, harmonics: int) -
     phase = jax.random.uniform(k_phase, (batch, harmonics + 1), jnp.float32, -np.pi, np.pi)
     noise = jax.random.normal(k_noise, (batch, length, harmonics + 1), jnp.float32)
     return SourceNoise(phase, noise)
+
+
+def frame_source_noise(key: jax.Array, start, frames: int, hop: int, harmonics: int,
+                       offset: jax.Array | None = None) -> SourceNoise:
+    """The draws of mel frames [start, start + frames) of ONE signal: the phases from `key`, each frame's
+    noise from fold_in(key, frame), so a frame's draws do not depend on which window it is synthesised in
+    (a streamed window then gets the noise the whole utterance gives its frames)."""
+    k_phase, k_noise = jax.random.split(key)
+    phase = jax.random.uniform(k_phase, (1, harmonics + 1), jnp.float32, -np.pi, np.pi)
+    index = start + jnp.arange(frames)
+    noise = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(k_noise, i), (hop, harmonics + 1),
+                                                 jnp.float32))(index)
+    return SourceNoise(phase, noise.reshape(1, frames * hop, harmonics + 1), offset)
 
 
 def _two_sum(a, b):
@@ -109,6 +125,8 @@ def sine_source(f0: jax.Array, draws: SourceNoise, *, harmonics: int, sampling_r
     freq = divide(f0[..., None] * mult, sampling_rate)               # cycles per sample, [B, L, H + 1]
     theta = 2 * np.pi * (phase_cumsum(freq, axis=1) % 1)
     phase = draws.phase.astype(jnp.float32).at[:, 0].set(0.0)
+    if draws.offset is not None:    # a continued signal: every harmonic (the fundamental too) is that far on
+        phase = phase + 2 * np.pi * draws.offset.astype(jnp.float32)
     sine = sine_amp * jnp.sin(theta + phase[:, None, :])
     uv = (f0 > voiced_threshold).astype(jnp.float32)[..., None]
     noise_amp = uv * noise_std + (1 - uv) * sine_amp / 3
