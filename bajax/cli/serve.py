@@ -140,8 +140,21 @@ def run(args, overrides) -> int:
     app = make_app(talker, streamer, info=info)
 
     import asyncio
+    import signal
+    import threading
+
+    def leave() -> None:
+        # Leave now: the LM and synthesis threads hold nothing to save, a loaded host took over 30 s to tear JAX
+        # down at interpreter exit, and asyncio.run's own teardown waits for executor threads without a bound.
+        print("bajax serve: stopped", flush=True)
+        sys.stderr.flush()
+        os._exit(0)
 
     async def main():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):     # Ctrl-C or a supervisor's stop
+            loop.add_signal_handler(sig, stop.set)
         runner = web.AppRunner(app)
         await runner.setup()
         # A stop waits at most 5 s for requests in flight (aiohttp's default is 60 s).
@@ -150,17 +163,13 @@ def run(args, overrides) -> int:
         host, port = runner.addresses[0][:2]
         print(f"bajax serve: listening on http://{host}:{port} (POST /speak, GET /health; Ctrl-C stops)",
               flush=True)
+        await stop.wait()
+        threading.Timer(30.0, leave).start()           # whatever the clean-up below waits for
         try:
-            await asyncio.Event().wait()
-        finally:
-            await runner.cleanup()
+            await asyncio.wait_for(runner.cleanup(), timeout=20.0)
+        except TimeoutError:
+            print("bajax serve: requests still running after 20 s; leaving without them", file=sys.stderr)
+        leave()
 
-    try:
-        asyncio.run(main())
-    except KeyboardInterrupt:
-        print("bajax serve: stopped", flush=True)
-    # Leave now: the LM and synthesis threads hold nothing to save, and a loaded host took over 30 s to tear
-    # JAX down at interpreter exit.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    asyncio.run(main())
+    return 0
