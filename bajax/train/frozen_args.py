@@ -21,6 +21,14 @@ def rebind(frozen: Mapping, traced: Mapping) -> dict:
     return {name: helper.with_state(traced[name]) if name in traced else helper for name, helper in frozen.items()}
 
 
+def bind(jitted, name: str, frozen: Mapping) -> "WithFrozen":
+    """`jitted(*args, frozen_states)`, run (across processes: `distributed.compiled_together`) and lowered as
+    `(*args)` with the weights of the helpers in `frozen`."""
+    from bajax.train import distributed
+
+    return WithFrozen(jitted, distributed.compiled_together(jitted, name), states(frozen))
+
+
 class WithFrozen:
     """`jitted(*args, frozen_states)` called and lowered as `(*args)`: the frozen weights are one more
     argument of the compiled program, never its constants. `call` is what runs it (`jitted`, or its

@@ -118,7 +118,7 @@ class SpeechEvaluator:
         from jax.sharding import NamedSharding, PartitionSpec
 
         from bajax import sharding
-        from bajax.train import distributed, frozen_args
+        from bajax.train import frozen_args
 
         cfg, mesh = trainer.cfg, trainer.mesh
         check(cfg, trainer.kind)
@@ -146,8 +146,7 @@ class SpeechEvaluator:
         replicated = NamedSharding(mesh, PartitionSpec())   # every process reads all outputs
         jitted = jax.jit(call, in_shardings=(trainer.state_shardings, None, None), out_shardings=replicated,
                          compiler_options=trainer.compiler_options())
-        self._fn = frozen_args.WithFrozen(jitted, distributed.compiled_together(jitted, "speech_eval"),
-                                          frozen_args.states(frozen))
+        self._fn = frozen_args.bind(jitted, "speech_eval", frozen)
 
     def outputs(self, state) -> dict[str, np.ndarray]:
         import jax

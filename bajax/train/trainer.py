@@ -23,7 +23,7 @@ from ml_collections import ConfigDict
 from bajax import malloc, models, runs, sharding
 from bajax.layers import lora as lora_layers
 from bajax.models import lora
-from bajax.train import checkpoint, distributed, freeze, frozen_args, peak, speech_eval
+from bajax.train import checkpoint, freeze, frozen_args, peak, speech_eval
 from bajax.train.metrics import MetricsWriter
 from bajax.train.step import init_state, make_train_step, micro_steps, phases, state_shardings
 
@@ -167,8 +167,7 @@ class Trainer:
         jitted = jax.jit(train_step, in_shardings=(self.state_shardings, None, None),
                          out_shardings=(self.state_shardings, None), donate_argnums=0,
                          compiler_options=self.compiler_options())
-        return frozen_args.WithFrozen(jitted, distributed.compiled_together(jitted, "train_step"),
-                                      frozen_args.states(frozen))
+        return frozen_args.bind(jitted, "train_step", frozen)
 
     def compiler_options(self) -> dict | None:
         """The kind's XLA options for CPU when the mesh is on CPU; None elsewhere."""
@@ -190,8 +189,7 @@ class Trainer:
 
         jitted = jax.jit(evaluate, in_shardings=(self.state_shardings, None, None),
                          compiler_options=self.compiler_options())
-        return frozen_args.WithFrozen(jitted, distributed.compiled_together(jitted, "eval_step"),
-                                      frozen_args.states(frozen))
+        return frozen_args.bind(jitted, "eval_step", frozen)
 
     def evaluate(self, state, eval_fn=None) -> dict[str, float]:
         """Mean metrics over `train.eval_batches` batches (0 = all) of the held-out split, prefixed `eval_`.
