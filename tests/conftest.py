@@ -26,10 +26,27 @@ OWN_JAX_CACHE = not os.environ.get("BAJAX_TEST_JAX_CACHE")
 if OWN_JAX_CACHE:
     os.environ["BAJAX_TEST_JAX_CACHE"] = tempfile.mkdtemp(prefix="bajax-test-jax-cache-")
 TEST_JAX_CACHE = os.environ["BAJAX_TEST_JAX_CACHE"]
-# Off in-process: on 2026-12-07 JAX 0.10.2 segfaulted writing an 8-device train step into the cache
-# (put_executable_and_time) and aborted reading another, killing CI workers. Child processes still get the
-# directory through BAJAX_TEST_JAX_CACHE. Set BAJAX_TEST_IN_PROCESS_CACHE=1 to turn it back on.
-if os.environ.get("BAJAX_TEST_IN_PROCESS_CACHE") == "1":
+# In-process, only programs of ONE device use it. On 2026-12-07 JAX 0.10.2 segfaulted serialising an 8-device
+# train step into the cache (put_executable_and_time) and aborted deserialising another 8-device one (CI runs
+# 30 and 31); both killed xdist workers. A worker crash is rerun once (pyproject.toml), but a rerun would read
+# the same entry again, so multi-device programs never reach the cache: they are neither written nor read.
+# BAJAX_TEST_IN_PROCESS_CACHE=0 turns the in-process cache off; child processes always get the directory.
+if os.environ.get("BAJAX_TEST_IN_PROCESS_CACHE", "1") == "1":
+    from jax._src import compilation_cache as _jax_cache
+
+    _read, _write = _jax_cache.get_executable_and_time, _jax_cache.put_executable_and_time
+
+    def _read_one_device(cache_key, compile_options, backend, executable_devices):
+        if len(executable_devices) != 1:
+            return None, None
+        return _read(cache_key, compile_options, backend, executable_devices)
+
+    def _write_one_device(cache_key, module_name, executable, backend, compile_time):
+        if len(executable.local_devices()) == 1:
+            _write(cache_key, module_name, executable, backend, compile_time)
+
+    _jax_cache.get_executable_and_time = _read_one_device
+    _jax_cache.put_executable_and_time = _write_one_device
     jax.config.update("jax_compilation_cache_dir", TEST_JAX_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
