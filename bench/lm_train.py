@@ -1,12 +1,14 @@
 """Audio-LLM training throughput on this host (fp32, one device); prints one JSON object.
 
     python bench/lm_train.py [--configs tiny,small] [--small-shape 4x512] [--repeats 5] [--no-torch]
-                             [--head] [--set model.remat=full ...]
+                             [--head] [--gather | --gather-only] [--set model.remat=full ...]
 
 For each config: the REAL train step (`Trainer(cfg).compiled_step()`, AdamW, text CE + 8-codebook audio
 CE) on a synthetic packed batch (bench/lm_common.py), then the same model and step in PyTorch eager
 (bench/torch_lm.py) on the same arrays. `--head` adds the audio head alone at the reference shape
-(bench/audio_head.py).
+(bench/audio_head.py). `--gather` adds, per config, the step with the audio head only at audio targets against
+the head everywhere, on batches of the default data mixture (bench/lm_gather.py: audio fraction, predicted and
+measured speed-ups).
 
 Method (the host is shared, so absolute times drift with other users' load): every timed step is
 bracketed by a short matmul peak probe (`bajax.train.peak.probe_peak`) and its MFU is the analytic FLOPs
@@ -40,6 +42,9 @@ def _args():
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--head", action="store_true", help="also time the audio head alone")
     ap.add_argument("--head-repeats", type=int, default=5)
+    ap.add_argument("--gather", action="store_true",
+                    help="also time the gathered audio head against the head everywhere (bench/lm_gather.py)")
+    ap.add_argument("--gather-only", action="store_true", help="--gather without the framework comparison")
     ap.add_argument("--set", action="append", default=list(DEFAULT_SETS),
                     help="config override, e.g. model.remat=full (adds to DEFAULT_SETS)")
     ap.add_argument("--xla-flags", default=" ".join(XLA_FLAGS))
@@ -69,7 +74,11 @@ def main() -> None:
     for name in args.configs.split(","):
         shape = args.tiny_shape if name == "tiny" else args.small_shape
         b, t = (int(s) for s in shape.split("x"))
-        out[name] = run_config(name, b, t, args.repeats, args.set, with_torch=torch_ok)
+        out[name] = {} if args.gather_only else run_config(name, b, t, args.repeats, args.set, with_torch=torch_ok)
+        if args.gather or args.gather_only:
+            from lm_gather import run_gather
+
+            out[name]["gather"] = run_gather(name, b, t, args.repeats, args.set)
     if args.head:
         from audio_head import run_head
 
