@@ -33,6 +33,10 @@ Figures, for random codes of `--seconds` s (12.5 code frames per s), seed 0:
                         vocoder runs per window with a per-call seed (HiFT's source phases / Griffin-Lim's
                         initial phases start at each window's first sample), so even an identical mel gives a
                         different waveform per window; compare the mel figures for fidelity.
+  roofline              each chunk's FLOPs (flow decoder: analytic, its own frames given the caches; vocoder:
+                        XLA's count of the compiled window) and the least time the first chunk and a steady
+                        chunk can take on this host: FLOPs over the best peak probe of the run (a floor,
+                        reached only at 100% of the matmul peak); tokenizer decoder analytic, on the codes so far
   peak_gflops_probe     fp32 matmul peak (bajax.train.peak.probe_peak) before and after the timed blocks:
                         the host is shared and its peak drifts, so absolute times are read against it.
 """
@@ -42,6 +46,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import resource
 import statistics
@@ -97,8 +102,12 @@ def build(size: str, args):
 
     if size == "trained":
         vocoder, vdesc = _vocoder(args.vocoder, "tiny", args.vocoder_run)
+        from bajax import runs
+
         synth = Synthesizer.load(args.flow, steps=args.steps, vocoder=vocoder)
-        return synth, {"flow": args.flow, "tokenizer": synth.tokenizer_run, "vocoder": vdesc}
+        models = (runs.read_config(runs.resolve(args.flow, "flow"), "flow").model,
+                  runs.read_config(runs.resolve(synth.tokenizer_run, "tokenizer"), "tokenizer").model)
+        return synth, models, {"flow": args.flow, "tokenizer": synth.tokenizer_run, "vocoder": vdesc}
     tok_size = args.tokenizer_size or size
     tok_cfg = config_lib.load(f"configs/tokenizer/{tok_size}.py", ["model.dtype=float32"])
     d = int(tok_cfg.model.d_model)
@@ -107,9 +116,10 @@ def build(size: str, args):
     flow = FlowDecoder(flow_cfg, rngs=nnx.Rngs(1))
     vocoder, vdesc = _vocoder(args.vocoder, size, None)
     synth = Synthesizer(_decoder_only(tok_cfg), flow, tok_cfg, steps=args.steps, vocoder=vocoder)
-    return synth, {"tokenizer": f"configs/tokenizer/{tok_size}.py (decoder + bridge, random init)",
-                   "flow": f"configs/flow/{size}.py cond_source=tokenizer cond_dim={d} (random init)",
-                   "vocoder": vdesc, "dtype": "float32"}
+    return synth, (flow_cfg, tok_cfg.model), {
+        "tokenizer": f"configs/tokenizer/{tok_size}.py (decoder + bridge, random init)",
+        "flow": f"configs/flow/{size}.py cond_source=tokenizer cond_dim={d} (random init)",
+        "vocoder": vdesc, "dtype": "float32"}
 
 
 def _stream_once(streamer, codes):
@@ -160,6 +170,45 @@ def _audio_diff(streamed, offline, hop, chunk_frames, overlap):
     return out
 
 
+def _gflop(executable) -> float:
+    cost = executable.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"]) / 1e9
+
+
+def _roofline(streamer, flow_cfg, tok_cfg, n_chunks: int, chunk_audio_s: float, peak_gflops: float) -> dict:
+    """The FLOPs of each chunk and the least time they take at the run's best matmul peak.
+
+    Flow decoder: the analytic count (bajax/flow/flops.py) of the chunk's own frames, given the caches of the
+    earlier ones: sample_flops of the reply so far minus that of the frames before (XLA's cost_analysis counts
+    the Euler-step loop's body once, so it cannot be used here). Tokenizer decoder: analytic, on the codes so
+    far (a chunk decodes them all again). Vocoder: XLA's count of the compiled window (HiFT has no loop)."""
+    from bajax.flow import flops as flow_flops
+    from bajax.tokenizer import flops as tok_flops
+
+    voc, f, steps = streamer.vocoder, streamer.flow.frames, streamer.flow.synth.steps
+    flow_gflop = [(flow_flops.sample_flops(flow_cfg, (i + 1) * f, steps)
+                   - flow_flops.sample_flops(flow_cfg, i * f, steps)) / 1e9 for i in range(n_chunks)]
+    cc = streamer.flow.chunk_codes
+    decoder_gflop = [tok_flops.forward_flops(tok_cfg, (i + 1) * cc)["decoder"] / 1e9 for i in range(n_chunks)]
+    out = {"flow_gflop_per_chunk": [round(g, 1) for g in flow_gflop],
+           "tokenizer_decoder_gflop_per_chunk": [round(g, 1) for g in decoder_gflop]}
+    windows = {}
+    if hasattr(voc.vocoder, "_executables"):          # Griffin-Lim: no per-window executable to count
+        windows = {n: _gflop(voc.vocoder._executables[voc.vocoder.padded_frames(n)])
+                   for n in (voc.chunk_frames, voc.window)}
+        out["vocoder_gflop_per_window"] = {str(n): round(g, 2) for n, g in windows.items()}
+    chunk = [g + d + windows.get(voc.chunk_frames if i == 0 else voc.window, 0.0)
+             for i, (g, d) in enumerate(zip(flow_gflop, decoder_gflop))]
+    steady = statistics.median(chunk[1:] or chunk)
+    return out | {
+        "first_chunk_gflop": round(chunk[0], 1),
+        "first_packet_floor_s": round(chunk[0] / peak_gflops, 3),
+        "steady_chunk_gflop": round(steady, 1),
+        "steady_rtf_floor": round(steady / peak_gflops / chunk_audio_s, 3),
+        "peak_gflops_used": round(peak_gflops, 1)}
+
+
 def _log(what: str) -> None:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"[{time.strftime('%H:%M:%S')}] {what} (peak RSS {rss:.0f} MB)", file=sys.stderr, flush=True)
@@ -169,7 +218,7 @@ def run_size(size: str, args) -> dict:
     from bajax.speech.stream import Streamer
 
     t0 = time.perf_counter()
-    synth, desc = build(size, args)
+    synth, (flow_cfg, tok_cfg), desc = build(size, args)
     build_s = time.perf_counter() - t0
     _log(f'{size}: built')
     capacity = args.capacity or CAPACITY.get(size, 30.0)
@@ -242,6 +291,7 @@ def run_size(size: str, args) -> dict:
                                   for i in range(0, len(d), cc * per_code)]},
         "mel_shapes": [list(mel_st.shape), list(mel_off.shape)],
         "audio_diff": _audio_diff(wave_st, np.asarray(wave_off, np.float32), hop, cc * per_code, args.overlap),
+        "roofline": _roofline(streamer, flow_cfg, tok_cfg, math.ceil(n_codes / cc), chunk_audio_s, max(peaks) / 1e9),
         "peak_gflops_probe": [round(p / 1e9, 1) for p in peaks],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
     }
