@@ -22,17 +22,16 @@ import numpy as np
 
 from bajax import config as bajax_config
 from bajax.lm import flops as lm_flops
+from bajax.lm.losses import audio_capacities
 from bajax.models import registry
 from bajax.train.peak import probe_peak
 from bajax.train.trainer import Trainer
 
 
 def _bucket(capacities, audio_positions: int, positions: int) -> float:
-    """The fraction of positions the gathered head runs on: the trainer's choice on one device."""
-    for c in sorted(capacities):
-        if audio_positions <= int(c * positions):
-            return float(c)
-    return 1.0
+    """The fraction of positions the gathered head runs on: the trainer's choice on one device (one group)."""
+    fitting = [c for c in audio_capacities(positions, capacities) if audio_positions <= c]
+    return fitting[0] / positions if fitting else 1.0
 
 
 def _real_batches(cfg, n: int, fields) -> list[dict]:
