@@ -2,7 +2,9 @@
 
 The run's kind decides the component through its registered `ReferenceLayout` (bajax/models): lm
 -> model.* / lm_head / audio_head.*; tokenizer -> audio_tokenizer.* (encoder, bridge with the codebook EMA
-buffers, decoder, refine net); flow -> the flow decoder keys (audio_tokenizer.audio_flow_matching_decoder.*).
+buffers, decoder, refine net); flow -> the flow decoder keys (audio_tokenizer.audio_flow_matching_decoder.*);
+vocoder -> hift.pt's keys, and its discriminators to OUT/discriminator/model.safetensors (CosyVoice's
+HiFiGan names, `ReferenceLayout.companions`).
 Streaming: the output plan comes from checkpoint metadata, then one tensor at a time is read (its sources
 as per-layer TensorStore slices), converted and appended, so peak host memory is ~ the largest exported
 tensor with its sources. A LoRA run exports merged (kernel + alpha / r * A B, bajax/interop/adapters.py);
@@ -58,9 +60,11 @@ def export(run_dir: str, out_dir: str, *, step: int | None = None, max_shard_byt
     shapes = {k: v[0] for k, v in meta.items()}
     layout = layout_of(cfg.kind)
     entries = layout.entries(shapes)
+    companions = layout.companions(shapes, cfg)
     # A LoRA run: its adapters are merged into the kernels they adapt as those are read (interop/adapters.py).
     adapted = adapters.adapted_kernels(shapes)
-    used = {s.path for e in entries for s in e.srcs} | adapters.adapter_leaves(shapes)
+    used = ({s.path for e in [*entries, *(e for group in companions.values() for e in group)] for s in e.srcs}
+            | adapters.adapter_leaves(shapes))
     unmapped = sorted("/".join(p) for p in shapes if p not in used and not layout.bajax_only(p))
     if unmapped:
         raise ValueError(f"{run_dir}: checkpoint leaves with no reference name: {unmapped[:5]} "
@@ -77,9 +81,41 @@ def export(run_dir: str, out_dir: str, *, step: int | None = None, max_shard_byt
     if adapted:
         reader = adapters.MergingReader(reader, adapted, adapters.scale_of(cfg, run_dir))
         cfg = adapters.plain_config(cfg)   # the export is a plain model: its bajax config has no adapters
+    largest = _write(writer, reader, entries, plan, carried)
+    files = writer.close()
+    total_bytes = writer.total_bytes
+    companion_files = {}
+    for stem, group in companions.items():   # in a folder of their own, so OUT stays the reference model alone
+        side = [(e.name, e.torch_shape(shapes), meta[e.srcs[0].path][1] if e.srcs else e.rule.to_torch([]).dtype)
+                for e in group]
+        side_writer = ShardedWriter(Path(out_dir) / stem, side, max_shard_bytes=max_shard_bytes,
+                                    metadata=meta_header)
+        largest = max(largest, _write(side_writer, reader, group, side, None))   # never carried: no release has them
+        companion_files[stem] = [f"{stem}/{f}" for f in side_writer.close()]
+        total_bytes += side_writer.total_bytes
+    config = {"format": "baichuan-audio", "component": cfg.kind, "step": step, **layout.reference_config(cfg),
+              **({"nonreference": departures} if departures else {}),
+              **({"companions": companion_files} if companion_files else {}),
+              "bajax": json.loads(cfg.to_json_best_effort())}
+    (Path(out_dir) / "config.json").write_text(json.dumps(config, indent=2))
+    summary = {"component": cfg.kind, "step": step, "tensors": len(plan), "files": files,
+               "companions": companion_files, "merged_adapters": len(adapted),
+               "bytes": total_bytes, "largest_tensor_bytes": largest, "seconds": round(time.time() - t0, 2)}
+    if log and departures:
+        log("warning: exported with --allow-nonreference; the reference code will not build this model:\n  "
+            + "\n  ".join(departures))
+    if log:
+        side = "".join(f" + {stem} ({len(companions[stem])} tensors)" for stem in companion_files)
+        log(f"exported {cfg.kind} step {step}: {len(plan)} tensors{side}, {total_bytes / 1e6:.1f} MB in "
+            f"{len(files) + sum(map(len, companion_files.values()))} file(s) -> {out_dir}")
+    return summary
+
+
+def _write(writer: ShardedWriter, reader, entries, plan, carried) -> int:
+    """Writes the entries' tensors in plan order, one at a time (their sources are per-layer slices read
+    straight from TensorStore); returns the largest tensor's bytes."""
     largest = 0
     for e, (_, _, dtype) in zip(entries, plan, strict=True):
-        # One exported tensor at a time: its sources are per-layer slices read straight from TensorStore.
         arrays = [reader.read(s.path, s.index) for s in e.srcs]
         t = e.rule.to_torch(arrays)
         if carried is not None:
@@ -87,18 +123,4 @@ def export(run_dir: str, out_dir: str, *, step: int | None = None, max_shard_byt
         largest = max(largest, t.nbytes)
         writer.write(e.name, t)
         del arrays, t
-    files = writer.close()
-    config = {"format": "baichuan-audio", "component": cfg.kind, "step": step, **layout.reference_config(cfg),
-              **({"nonreference": departures} if departures else {}),
-              "bajax": json.loads(cfg.to_json_best_effort())}
-    (Path(out_dir) / "config.json").write_text(json.dumps(config, indent=2))
-    summary = {"component": cfg.kind, "step": step, "tensors": len(plan), "files": files,
-               "merged_adapters": len(adapted),
-               "bytes": writer.total_bytes, "largest_tensor_bytes": largest, "seconds": round(time.time() - t0, 2)}
-    if log and departures:
-        log("warning: exported with --allow-nonreference; the reference code will not build this model:\n  "
-            + "\n  ".join(departures))
-    if log:
-        log(f"exported {cfg.kind} step {step}: {len(plan)} tensors, {writer.total_bytes / 1e6:.1f} MB in "
-            f"{len(files)} file(s) -> {out_dir}")
-    return summary
+    return largest

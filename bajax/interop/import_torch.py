@@ -4,7 +4,8 @@ state-dict file such as hift.pt, read with `torch.load(weights_only=True)`) -> a
 The inverse of `bajax export`. The bajax config comes from SRC/config.json's "bajax" section (written by
 the export) or from `--config` (a reference checkpoint: the config must describe the same shapes; the first
 tensor whose shape differs stops the import with its name and both shapes). The component is the config's
-kind; tensors of the other components in the same file are skipped.
+kind; tensors of the other components in the same file are skipped. An export's companions (a vocoder's
+SRC/discriminator/) are read when they are there; without them those parameters start fresh.
 
 The generic engine `import_entries` is shared with the Hugging Face imports: the model is created fresh on
 the config's mesh (parameters born sharded), then every tensor group is read tensor by tensor from the
@@ -23,7 +24,7 @@ import numpy as np
 from bajax import runs
 from bajax.interop import entries as ent
 from bajax.interop import rundir
-from bajax.interop.safetensors_io import Reader, open_reader
+from bajax.interop.safetensors_io import Reader, open_reader, safetensors_files
 
 
 def fresh_model_state(cfg):
@@ -122,9 +123,15 @@ def import_torch(src: str, out_dir: str, *, config: str | None = None, overrides
     else:
         raise ValueError(f"{src}: no config.json with a 'bajax' section (written by `bajax export`); pass "
                          "--config with a bajax config whose model section describes this checkpoint")
-    reader = open_reader(src)
     layout = layout_of(cfg.kind)
-    entries = layout.entries(_abstract_shapes(cfg))
+    shapes = _abstract_shapes(cfg)
+    entries = layout.entries(shapes)
+    # An export's companions (the vocoder's discriminators) are read when their folders are in SRC.
+    companions = layout.companions(shapes, cfg)
+    present = [stem for stem in companions if (Path(src) / stem).is_dir()]
+    reader = (Reader(src, extra=[f for stem in present for f in safetensors_files(Path(src) / stem)]) if present
+              else open_reader(src))
+    entries += [e for stem in present for e in companions[stem]]
     skipped = check_unknown(reader, entries, layout.owns, ignore)
     state = import_entries(reader, entries, cfg, log=log)
     out = rundir.write_run(out_dir, cfg, state)

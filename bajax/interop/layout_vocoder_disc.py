@@ -15,8 +15,8 @@ Weight norm keys: `style='weight_g'` is the legacy torch.nn.utils.weight_norm th
 discriminator.py when torch has torch.nn.utils.parametrizations (parametrizations.weight.original0 = g,
 original1 = v). bajax keeps weight_g [out] and weight_v [kh, kw, in, out] (channels-last HWIO).
 
-`export_state` / `import_state` move a live MultipleDiscriminator to and from a {name: array} dict (the
-discriminator is only needed while training, so it is not part of the exported model files).
+`export_state` / `import_state` move a live MultipleDiscriminator to and from a {name: array} dict;
+`bajax export` of a vocoder run writes them to OUT/discriminator/model.safetensors (bajax/models/vocoder.py).
 """
 
 from __future__ import annotations

@@ -112,23 +112,17 @@ def _header(path: Path) -> tuple[dict, int]:
 
 class Reader:
     """Lazy access to the tensors of a safetensors file or directory (`model.safetensors.index.json`
-    when present, else every `*.safetensors` in it)."""
+    when present, else every `*.safetensors` in it), and of the `extra` files (an export's companions)."""
 
-    def __init__(self, src: str | Path):
+    def __init__(self, src: str | Path, extra: Sequence[Path] = ()):
         src = Path(src)
-        if src.is_dir():
-            if (src / INDEX).is_file():
-                files = sorted({src / f for f in json.loads((src / INDEX).read_text())["weight_map"].values()})
-            else:
-                files = sorted(src.glob("*.safetensors"))
-        else:
-            files = [src]
+        files = safetensors_files(src)
         if not files or not all(f.is_file() for f in files):
             raise FileNotFoundError(f"{src}: no safetensors files (expected model.safetensors, or shards with "
                                     f"{INDEX})")
         self.src = src
         self._where: dict[str, tuple[Path, dict, int]] = {}
-        for f in files:
+        for f in [*files, *extra]:
             header, start = _header(f)
             for name, info in header.items():
                 if name != "__metadata__":
@@ -161,6 +155,15 @@ class Reader:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._where)
+
+
+def safetensors_files(src: Path) -> list[Path]:
+    """A file, or a directory's files: those its index names, else every `*.safetensors` in it."""
+    if not src.is_dir():
+        return [src]
+    if (src / INDEX).is_file():
+        return sorted({src / f for f in json.loads((src / INDEX).read_text())["weight_map"].values()})
+    return sorted(src.glob("*.safetensors"))
 
 
 def total_bytes(out_dir: str | Path) -> int:

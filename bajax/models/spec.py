@@ -48,6 +48,10 @@ class ReferenceLayout:
     # config -> one line per choice the reference code hard-codes and this config departs from, naming the
     # key, its value and the value the reference needs ([] = the reference can build this model exactly)
     nonreference: Callable[[ConfigDict], list[str]] = lambda cfg: []
+    # (leaf shapes, config) -> {file stem: [Entry]}: tensors outside the reference model that its training code
+    # names (the vocoder's discriminators, as CosyVoice's HiFiGan module holds them). `bajax export` writes
+    # each group to OUT/<stem>/model.safetensors; `bajax import-torch` reads it when that folder is there.
+    companions: Callable[[dict, ConfigDict], dict[str, list]] = lambda shapes, cfg: {}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,8 +6,8 @@ generator's (`optim`: adversarial + 2 x feature matching + 45 x mel L1 + TPR + F
 discriminators just updated. Both start from the reference's settings: Adam (no weight decay) at a constant
 2e-4, gradients clipped at norm 5 (CosyVoice-2 yaml `train_conf_gan`). Data: fixed-length crops of the 24 kHz
 wave with its flow-decoder mel and F0 (bajax.data.audio_pipeline.VocoderView). Evaluation reports the
-generator's losses on held-out crops. Only the generator has reference names (hift.pt); the discriminators
-stay in bajax checkpoints (CosyVoice never released its own).
+generator's losses on held-out crops. The generator exports as hift.pt's keys; the discriminators, which
+CosyVoice never released, export beside it under its HiFiGan training module's names (`companions`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ml_collections import ConfigDict
 
 from bajax.interop.entries import Src
 from bajax.interop.layout_vocoder import hift
+from bajax.interop.layout_vocoder_disc import discriminator_layout
 from bajax.models.audio import code_frames, dataset_of
 from bajax.models.registry import register
 from bajax.models.spec import Field, ModelKind, ReferenceLayout, SpeechEval, Update
@@ -130,11 +131,26 @@ def reference_config(cfg) -> dict:
         "f0_predictor": {"num_class": 1, "in_channels": m.in_channels, "cond_channels": m.f0_cond_channels}}}
 
 
+def _under(module: str, entries: list) -> list:
+    """Entries built from one module's leaves, re-rooted under `module/` (where that module lives here)."""
+    return [dataclasses.replace(e, srcs=tuple(Src((module,) + s.path, s.index) for s in e.srcs)) for e in entries]
+
+
+def _leaves_of(module: str, shapes: dict) -> dict:
+    return {path[1:]: shape for path, shape in shapes.items() if path[0] == module}
+
+
 def entries(shapes) -> list:
-    """hift.pt's keys (no prefix) from the generator's leaves, which live under 'generator/' here."""
-    generator = {path[1:]: shape for path, shape in shapes.items() if path[0] == "generator"}
-    return [dataclasses.replace(e, srcs=tuple(Src(("generator",) + s.path, s.index) for s in e.srcs))
-            for e in hift(generator)]
+    """hift.pt's keys (no prefix) from the generator's leaves."""
+    return _under("generator", hift(_leaves_of("generator", shapes)))
+
+
+def companions(shapes, cfg) -> dict[str, list]:
+    """The discriminators under CosyVoice's HiFiGan names (`discriminator.mpd.*`, `discriminator.mrd.*`), for
+    OUT/discriminator/model.safetensors: the reference never released its own, so a bajax export is how they
+    travel."""
+    return {"discriminator": _under("discriminator",
+                                    discriminator_layout(_leaves_of("discriminator", shapes), cfg.model.disc))}
 
 
 def nonreference(cfg) -> list[str]:
@@ -151,10 +167,6 @@ def owns(name: str) -> bool:
     return name.split(".", 1)[0] in GENERATOR_MODULES
 
 
-def bajax_only(path: tuple[str, ...]) -> bool:
-    return path[0] == "discriminator"
-
-
 KIND = register(ModelKind(
     name="vocoder",
     default_model_config=default_model_config,
@@ -166,8 +178,8 @@ KIND = register(ModelKind(
     make_dataset=dataset_of("VocoderView"),
     flops_per_step=flops_per_step,
     work_units=work_units,
-    layout=ReferenceLayout(entries=entries, reference_config=reference_config, owns=owns, bajax_only=bajax_only,
-                           nonreference=nonreference),
+    layout=ReferenceLayout(entries=entries, reference_config=reference_config, owns=owns, nonreference=nonreference,
+                           companions=companions),
     updates=(Update("disc", lambda path: path.startswith("discriminator/"), discriminator_loss, "optim_disc"),
              Update("gen", lambda path: path.startswith("generator/"), generator_loss, "optim")),
     extra_config=extra_config,
