@@ -51,6 +51,40 @@ def test_both_sides_train_in_one_step_and_evaluation_reports_the_generator(tmp_p
     assert np.isfinite(row["eval_mel_l1"])
 
 
+def test_reconstruction_warm_up_holds_the_discriminators_and_their_optimizer_until_it_ends(tmp_path):
+    """model.loss.adversarial_start=2: steps 0-1 train the generator on mel L1 + F0 alone; the discriminators
+    and their Adam state stay untouched, so step 2 is their first update (Adam's count 1, not 3)."""
+    from bajax import sharding
+
+    def counts(opt):
+        return [int(x) for path, x in jax.tree_util.tree_flatten_with_path(opt)[0]
+                if "count" in jax.tree_util.keystr(path)]
+
+    trainer = Trainer(tiny("train.steps=4", "model.loss.adversarial_start=2"), str(tmp_path), devices=ONE)
+    with trainer.scope():
+        state = trainer.fresh_state()
+        fresh = flat_params(state["model"])
+        step_fn, data = trainer.compiled_step(), iter(trainer.dataset())
+        rows = []
+        for _ in range(3):
+            state, metrics = step_fn(state, sharding.to_global(next(data), trainer.mesh))
+            rows.append({k: float(v) for k, v in metrics.items()})
+            if len(rows) == 2:
+                held = flat_params(state["model"])
+                assert set(counts(state["opt"]["disc"])) == {0} and set(counts(state["opt"]["gen"])) == {2}
+        after = flat_params(state["model"])
+    for name in fresh:
+        if name.startswith("discriminator"):
+            assert np.array_equal(held[name], fresh[name]), name
+    assert any(not np.array_equal(held[n], fresh[n]) for n in fresh if n.startswith("generator"))
+    assert any(not np.array_equal(after[n], fresh[n]) for n in fresh if n.startswith("discriminator"))
+    assert set(counts(state["opt"]["disc"])) == {1}
+    for row in rows[:2]:   # the warm-up objective: 45 x mel L1 + F0, nothing adversarial
+        assert row["gen_loss"] == row["fm_loss"] == row["tpr_loss"] == row["loss_disc"] == 0.0
+        np.testing.assert_allclose(row["loss"], 45.0 * row["mel_l1"] + row["f0_loss"], rtol=1e-6)
+    assert rows[2]["gen_loss"] > 0 and rows[2]["fm_loss"] > 0 and rows[2]["loss_disc"] > 0
+
+
 def test_each_optimizer_holds_only_what_it_trains_and_freezing_applies():
     def opt_paths(trainer, side):
         return {"/".join(str(getattr(k, "key", k)) for k in path)

@@ -89,6 +89,9 @@ class Update:
     owns: Callable[[str], bool]                      # '/'-joined parameter path -> whether this update trains it
     loss: Callable[[ConfigDict, Mapping], LossFn]    # like ModelKind.loss
     optim: str = "optim"                             # config section holding its optimizer and schedule
+    # config -> the first step it updates; before it its parameters and optimizer state (Adam's moments and
+    # bias-correction count) stay as they are, so it starts as if fresh (a GAN's reconstruction warm-up)
+    start: Callable[[ConfigDict], int] = lambda cfg: 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,11 +61,19 @@ def build_model(model_cfg, rngs, frozen=None):
     return HiFTGAN(model_cfg, rngs=rngs)
 
 
+def _adversarial(weights, totals):
+    """Whether the discriminators take part at this step: always in evaluation and from `adversarial_start`
+    on in training (before it: the reconstruction warm-up)."""
+    if weights.adversarial_start <= 0 or not totals.get("train", True):
+        return True
+    return totals["step"] >= weights.adversarial_start
+
+
 def generator_loss(model_cfg, frozen=None):
     weights = model_cfg.loss
 
     def loss_fn(model, batch, rng, totals):
-        return model.generator_loss(batch, rng, weights)
+        return model.generator_loss(batch, rng, weights, adversarial=_adversarial(weights, totals))
 
     return loss_fn
 
@@ -74,7 +82,7 @@ def discriminator_loss(model_cfg, frozen=None):
     weights = model_cfg.loss
 
     def loss_fn(model, batch, rng, totals):
-        return model.discriminator_loss(batch, rng, weights)
+        return model.discriminator_loss(batch, rng, weights, adversarial=_adversarial(weights, totals))
 
     return loss_fn
 
@@ -180,7 +188,8 @@ KIND = register(ModelKind(
     work_units=work_units,
     layout=ReferenceLayout(entries=entries, reference_config=reference_config, owns=owns, nonreference=nonreference,
                            companions=companions),
-    updates=(Update("disc", lambda path: path.startswith("discriminator/"), discriminator_loss, "optim_disc"),
+    updates=(Update("disc", lambda path: path.startswith("discriminator/"), discriminator_loss, "optim_disc",
+                    start=lambda cfg: cfg.model.loss.adversarial_start),
              Update("gen", lambda path: path.startswith("generator/"), generator_loss, "optim")),
     extra_config=extra_config,
     speech_eval=speech_eval,

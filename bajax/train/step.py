@@ -35,6 +35,7 @@ class Phase:
     tx: optax.GradientTransformation
     schedule: optax.Schedule
     loss: Callable                 # (model_cfg, frozen) -> LossFn
+    start: int = 0                 # the first step it updates (`Update.start`)
 
 
 def phases(kind: ModelKind, cfg, is_trainable) -> list[Phase]:
@@ -49,7 +50,13 @@ def phases(kind: ModelKind, cfg, is_trainable) -> list[Phase]:
         return lambda path, value: is_trainable(path, value) and owns(path_str(path))
 
     return [Phase(u.name, owned(u.owns), optim.make_optimizer(cfg[u.optim], steps),
-                  optim.schedule(cfg[u.optim], steps), u.loss) for u in kind.updates]
+                  optim.schedule(cfg[u.optim], steps), u.loss, int(u.start(cfg))) for u in kind.updates]
+
+
+def _unless_started(active, updates, new_opt, old_opt):
+    """(updates, opt state) of a phase that runs from a later step: zero updates and the old state before it."""
+    updates = jax.tree.map(lambda u: jnp.where(active, u, jnp.zeros_like(u)), updates)
+    return updates, jax.tree.map(lambda new, old: jnp.where(active, new, old), new_opt, old_opt)
 
 
 def init_state(kind: ModelKind, model_cfg, seed: int, run_phases: list[Phase], frozen=None, lora_cfg=None):
@@ -171,6 +178,9 @@ def make_train_step(run_phases: list[Phase], loss_fns: list[LossFn], loss_totals
                                                             phase_rng, totals)
             opt_state = state["opt"] if single else state["opt"][phase.name]
             updates, opt[phase.name] = phase.tx.update(grads, opt_state, trainable)
+            if phase.start > 0:   # not started: no update, and an optimizer state that has not counted the step
+                updates, opt[phase.name] = _unless_started(state["step"] >= phase.start, updates,
+                                                           opt[phase.name], opt_state)
             model_state = nnx.merge_state(optax.apply_updates(trainable, updates), others)
             # The last phase's loss, grad norm and lr are the run's `loss`, `grad_norm`, `lr` (a GAN: the
             # generator's); every phase's also carry its name.

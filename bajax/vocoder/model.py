@@ -31,19 +31,45 @@ class HiFTGAN(nnx.Module):
         self.generator = HiFTGenerator(cfg, rngs=rngs)
         self.discriminator = MultipleDiscriminator(cfg.disc, rngs=rngs)
 
-    def discriminator_loss(self, batch: dict, key: jax.Array, weights) -> tuple[jax.Array, dict]:
-        """The discriminator's turn: the generator's output is a constant (no_grad in the reference)."""
-        fake, _ = self.generator(batch["mel24"], key)
-        total, parts = losses.discriminator_objective(self.discriminator, batch["wave24"],
-                                                      jax.lax.stop_gradient(fake), tpr_weight=weights.tpr_weight,
-                                                      tpr_tau=weights.tpr_tau)
-        return total, {"disc_loss": parts["disc_loss"], "disc_tpr_loss": parts["tpr_loss"]}
+    def discriminator_loss(self, batch: dict, key: jax.Array, weights, *, adversarial=True) -> tuple[jax.Array, dict]:
+        """The discriminator's turn: the generator's output is a constant (no_grad in the reference). With
+        `adversarial` False (a traced bool: the reconstruction warm-up) the loss is 0 and nothing runs."""
+        def objective():
+            fake, _ = self.generator(batch["mel24"], key)
+            total, parts = losses.discriminator_objective(
+                self.discriminator, batch["wave24"], jax.lax.stop_gradient(fake), tpr_weight=weights.tpr_weight,
+                tpr_tau=weights.tpr_tau)
+            return total, {"disc_loss": parts["disc_loss"], "disc_tpr_loss": parts["tpr_loss"]}
 
-    def generator_loss(self, batch: dict, key: jax.Array, weights) -> tuple[jax.Array, dict]:
-        """The generator's turn: adversarial + feature matching + mel L1 + TPR + F0 (reference weights)."""
+        return _when(adversarial, objective)
+
+    def generator_loss(self, batch: dict, key: jax.Array, weights, *, adversarial=True) -> tuple[jax.Array, dict]:
+        """The generator's turn: adversarial + feature matching + mel L1 + TPR + F0 (reference weights). With
+        `adversarial` False (a traced bool: the reconstruction warm-up) only mel L1 + F0, and the
+        discriminators do not run; the adversarial parts then read 0."""
         fake, f0 = self.generator(batch["mel24"], key)
-        total, parts = losses.generator_objective(
-            self.discriminator, batch["wave24"], fake, f0, batch["pitch"], mel_weight=weights.mel_weight,
-            fm_weight=weights.fm_weight, tpr_weight=weights.tpr_weight, tpr_tau=weights.tpr_tau,
-            f0_weight=weights.f0_weight)
-        return total, {k: v.astype(jnp.float32) for k, v in parts.items()}
+
+        def full():
+            total, parts = losses.generator_objective(
+                self.discriminator, batch["wave24"], fake, f0, batch["pitch"], mel_weight=weights.mel_weight,
+                fm_weight=weights.fm_weight, tpr_weight=weights.tpr_weight, tpr_tau=weights.tpr_tau,
+                f0_weight=weights.f0_weight)
+            return total, {k: v.astype(jnp.float32) for k, v in parts.items()}
+
+        def reconstruction():
+            parts = {"gen_loss": 0.0, "fm_loss": 0.0, "mel_l1": losses.mel_l1_loss(batch["wave24"], fake),
+                     "tpr_loss": 0.0, "f0_loss": losses.f0_l1_loss(f0, batch["pitch"])}
+            parts = {k: jnp.asarray(v, jnp.float32) for k, v in parts.items()}
+            return weights.mel_weight * parts["mel_l1"] + weights.f0_weight * parts["f0_loss"], parts
+
+        if adversarial is True:
+            return full()
+        return jax.lax.cond(adversarial, full, reconstruction)
+
+
+def _when(on, objective):
+    """objective() where `on` (a Python or traced bool), else a zero loss with the same metrics."""
+    if on is True:
+        return objective()
+    zeros = lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(objective))  # noqa: E731
+    return jax.lax.cond(on, objective, zeros)
