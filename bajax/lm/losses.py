@@ -17,11 +17,14 @@ one device), so it never crosses a shard and the frame axis stays sharded like t
 per group is the smallest of a few buckets (fractions of the group's B / groups * T positions) that holds
 the fullest group, picked on device by `lax.switch` (one compiled program, one branch executed per step);
 when no bucket holds it the head runs everywhere, so no position is ever dropped. Per-position CE is scattered back into
-[B, T] (zero where no audio weight) and reduced exactly as the full head's, so the loss is the same bits.
+[B, T] (zero where no audio weight) and reduced exactly as the full head's, so the loss is the same bits. Under
+differentiation the taken branch computes the head's gradient in the forward pass (`_switched_sums`), so the
+switch carries no branch's activations and nothing is recomputed.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -31,7 +34,7 @@ from flax import nnx
 
 from bajax import sharding
 from bajax.lm.audio_head import DEPTH
-from bajax.lm.model import head_logits
+from bajax.lm.model import audio_head_logits, head_logits
 
 # Default capacity buckets, as fractions of the packed row length (see `audio_capacities`).
 AUDIO_CAPACITY = (0.125, 0.25, 0.5)
@@ -133,8 +136,8 @@ def _masked_ce(logits, targets, mask):
     return out
 
 
-def _audio_ce_full(model, h, targets, mask):
-    return _masked_ce(model.audio_logits(h, targets), targets, mask)
+def _audio_ce_full(logits_fn, h, targets, mask):
+    return _masked_ce(logits_fn(h, targets), targets, mask)
 
 
 def batch_groups(rows: int) -> int:
@@ -148,7 +151,7 @@ def batch_groups(rows: int) -> int:
     return math.gcd(rows, math.prod(mesh.shape[n] for n in names))
 
 
-def _audio_ce_gathered(model, h, targets, mask, groups: int, capacity: int):
+def _audio_ce_gathered(logits_fn, h, targets, mask, groups: int, capacity: int):
     """The audio head on the audio positions only: the B rows form `groups` groups of B / groups rows (one
     per batch shard); the first `capacity` audio positions of each group (the caller guarantees no group
     has more) are gathered into [groups, capacity], and per-position CE is scattered back to [B, T]."""
@@ -165,30 +168,80 @@ def _audio_ce_gathered(model, h, targets, mask, groups: int, capacity: int):
     rows = jnp.arange(groups)[:, None]
     scatter = lambda v: jnp.zeros((groups, n), v.dtype).at[rows, idx].set(v, unique_indices=True).reshape(b, t)
     return [(scatter(ce_c), scatter(ok_c))
-            for ce_c, ok_c in _masked_ce(model.audio_logits(h_c, targets_c), targets_c, sel)]
+            for ce_c, ok_c in _masked_ce(logits_fn(h_c, targets_c), targets_c, sel)]
 
 
-def audio_cross_entropy(model, h: jax.Array, targets: jax.Array, audio_weights: jax.Array,
-                        capacity: Sequence[float] = AUDIO_CAPACITY) -> list[tuple[jax.Array, jax.Array]]:
-    """Per codebook k: (CE [B, T], correct [B, T]) of the audio head, zero where a position has no audio
-    weight. With capacity fractions the head runs only on the audio positions (see the module docstring);
-    with `capacity=()` it runs at every position. Both give the same values (to matmul rounding)."""
+def _weighted_sums(per_codebook, audio_weights):
+    """(sum over codebooks of sum(CE_k * w_k), [8] sum(CE_k * w_k), [8] sum(correct_k * w_k))."""
+    aw = audio_weights.astype(jnp.float32)
+    total, ce_sums, ok_sums = jnp.zeros((), jnp.float32), [], []
+    for k, (ce_k, ok_k) in enumerate(per_codebook):
+        ce_sums.append(jnp.sum(ce_k * aw[..., k]))
+        ok_sums.append(jnp.sum(ok_k * aw[..., k]))
+        total = total + ce_sums[-1]
+    return total, jnp.stack(ce_sums), jnp.stack(ok_sums)
+
+
+def audio_loss_sums(model, h: jax.Array, targets: jax.Array, audio_weights: jax.Array,
+                    capacity: Sequence[float] = AUDIO_CAPACITY) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The audio head's weighted sums: (sum over (position, codebook) of w * CE, [8] per-codebook w * CE,
+    [8] per-codebook w * correct). With capacity fractions the head runs only on the audio positions (see
+    the module docstring); with `capacity=()` it runs at every position. Both give the same values (to matmul
+    rounding). Only the first is differentiable (the per-codebook sums are metrics)."""
     mask = audio_positions(audio_weights)
     b, t = mask.shape
     groups = batch_groups(b)
     caps = audio_capacities(b // groups * t, capacity) if capacity else ()
+    # The head's own modules, split so that only they (and h) are differentiated in `_switched_sums`.
+    graphdef, params, rest = nnx.split((model.audio_head, model.audio_embed), nnx.Param, ...)
+
+    def sums(capacity, params, h):
+        head, embed = nnx.merge(graphdef, params, rest)
+        logits_fn = lambda x, y: audio_head_logits(head, embed, x, y)  # noqa: E731
+        per_codebook = (_audio_ce_full(logits_fn, h, targets, mask) if capacity is None else
+                        _audio_ce_gathered(logits_fn, h, targets, mask, groups, capacity))
+        return _weighted_sums(per_codebook, audio_weights)
+
     if not caps:
-        return _audio_ce_full(model, h, targets, mask)
+        return sums(None, params, h)
     needed = jnp.max(jnp.sum(mask.reshape(groups, -1), axis=1))   # the fullest group's audio positions
     branch = jnp.searchsorted(jnp.asarray(caps, needed.dtype), needed, side="left")  # len(caps): none fits
-    # Every branch is rematerialised. Differentiating a switch makes each branch return the residuals of ALL
-    # branches (zeros for those not taken): without remat every gathered step also wrote the full head's
-    # activations as zeros and held every bucket's. Measured on `small` 4x512 (bench/lm_gather.py): 7.97 s a
-    # step without remat, 7.09 s with the fallback rematerialised (6.5 GB of temporaries), 7.17 s with every
-    # branch (4.0 GB, the full head's own figure). The price is the taken branch's forward again backward.
-    branches = [jax.checkpoint(lambda c=c: _audio_ce_gathered(model, h, targets, mask, groups, c)) for c in caps]
-    branches.append(jax.checkpoint(lambda: _audio_ce_full(model, h, targets, mask)))
-    return jax.lax.switch(branch, branches)
+    total, ce_sums, ok_sums = _switched_sums(tuple(caps) + (None,), sums, branch, params, h)
+    return total, jax.lax.stop_gradient(ce_sums), jax.lax.stop_gradient(ok_sums)
+
+
+def _switched_sums(branches, sums, branch, params, h):
+    """`sums` of the bucket `branches[branch]`, with a gradient that needs no residual of the head.
+
+    Differentiating a `lax.switch` makes each branch return the residuals of ALL branches, zeros for those
+    not taken: the gathered step would write the full head's activations as zeros and hold every bucket's.
+    Rematerialising the branches avoids that at the price of the taken branch's forward again in the
+    backward. Here the taken branch computes its gradient at once instead (the loss is linear in the
+    weighted sum, so its cotangent is one scalar): the residuals are that gradient, whose shapes (the head's
+    parameters, h) are the same in every branch, and the backward is one multiplication."""
+
+    @jax.custom_vjp
+    def switched(params, h, branch):
+        return jax.lax.switch(branch, [functools.partial(sums, c) for c in branches], params, h)
+
+    def forward(params, h, branch):
+        def with_grad(c):
+            def run(params, h):
+                (total, (ce_sums, ok_sums)), grads = jax.value_and_grad(
+                    lambda p, x: (lambda s: (s[0], s[1:]))(sums(c, p, x)), argnums=(0, 1), has_aux=True)(params, h)
+                return (total, ce_sums, ok_sums), grads
+            return run
+
+        out, grads = jax.lax.switch(branch, [with_grad(c) for c in branches], params, h)
+        return out, grads
+
+    def backward(grads, cotangents):
+        g = cotangents[0]                      # the per-codebook sums leave through stop_gradient
+        scale = lambda x: (g * x).astype(x.dtype)  # noqa: E731
+        return jax.tree.map(scale, grads[0]), scale(grads[1]), None
+
+    switched.defvjp(forward, backward)
+    return switched(params, h, branch)
 
 
 def lm_loss(model, batch: dict, totals: dict | None = None, text_loss_weight: float = 1.0,
@@ -199,7 +252,7 @@ def lm_loss(model, batch: dict, totals: dict | None = None, text_loss_weight: fl
     Sums are divided by `totals` (default: this batch's own, see `loss_totals`). Passing the totals of a
     whole global batch makes loss and metrics ADDITIVE over its micro-batches, so gradient accumulation
     equals one large batch exactly. `audio_capacity`: the audio head's capacity buckets (fractions of the
-    row length; `()` runs it at every position), see `audio_cross_entropy`. `text_chunk`: positions per
+    row length; `()` runs it at every position), see `audio_loss_sums`. `text_chunk`: positions per
     piece of the text head (`text_cross_entropy`; 0 = all at once).
     """
     totals = loss_totals(batch) if totals is None else totals
@@ -212,13 +265,12 @@ def lm_loss(model, batch: dict, totals: dict | None = None, text_loss_weight: fl
     text_loss = jnp.sum(text_ce * tw) / safe(totals["text"])
     metrics = {"text_loss": text_loss, "text_acc": jnp.sum(text_ok * tw) / safe(totals["text"]),
                "text_tokens": jnp.sum(tw)}
-    audio_sum = jnp.zeros((), jnp.float32)
-    audio_ce = audio_cross_entropy(model, h, batch["audio_targets"], batch["audio_weights"], audio_capacity)
-    for k, (ce_k, ok_k) in enumerate(audio_ce):
-        w_k, n_k = aw[..., k], safe(totals["audio_per_codebook"][k])
-        audio_sum = audio_sum + jnp.sum(ce_k * w_k)
-        metrics[f"audio_loss_{k}"] = jnp.sum(ce_k * w_k) / n_k
-        metrics[f"audio_acc_{k}"] = jnp.sum(ok_k * w_k) / n_k
+    audio_sum, ce_sums, ok_sums = audio_loss_sums(model, h, batch["audio_targets"], batch["audio_weights"],
+                                                  audio_capacity)
+    for k in range(DEPTH):
+        n_k = safe(totals["audio_per_codebook"][k])
+        metrics[f"audio_loss_{k}"] = ce_sums[k] / n_k
+        metrics[f"audio_acc_{k}"] = ok_sums[k] / n_k
     audio_loss = audio_sum / safe(jnp.sum(totals["audio_per_codebook"]))
     loss = text_loss_weight * text_loss + audio_loss_weight * audio_loss
     metrics.update(audio_loss=audio_loss, audio_codes=jnp.sum(aw),

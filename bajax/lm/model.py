@@ -162,6 +162,11 @@ class AudioLLM(nnx.Module):
 
     def audio_logits(self, h: jax.Array, audio_targets: jax.Array) -> list[jax.Array]:
         """8 arrays [B, T, cb_k + 1]; `audio_targets` [B, T, 8] feed the depth sequence (teacher forcing)."""
-        b, t, d = h.shape
-        out = self.audio_head(h.reshape(b * t, d), audio_targets.reshape(b * t, DEPTH), self.audio_embed)
-        return [lg.reshape(b, t, -1) for lg in out]
+        return audio_head_logits(self.audio_head, self.audio_embed, h, audio_targets)
+
+
+def audio_head_logits(audio_head, audio_embed, h: jax.Array, audio_targets: jax.Array) -> list[jax.Array]:
+    """`AudioLLM.audio_logits` from the two modules it reads (the loss differentiates them on their own)."""
+    b, t, d = h.shape
+    out = audio_head(h.reshape(b * t, d), audio_targets.reshape(b * t, DEPTH), audio_embed)
+    return [lg.reshape(b, t, -1) for lg in out]
