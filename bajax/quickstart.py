@@ -120,7 +120,8 @@ class Quickstart:
         from bajax.eval import vocoding
 
         result = self._train("6_vocoder", "configs/vocoder/tiny.py",
-                             [f"train.steps={self.q.vocoder_steps}", f"data.source={self.path('2_prepare')}"])
+                             [f"train.steps={self.q.vocoder_steps}", f"data.source={self.path('2_prepare')}",
+                              f"model.loss.adversarial_start={self.q.vocoder_adversarial_start}"])
         scores, _ = vocoding.evaluate(self._eval_settings("6_vocoder/eval"), vocoder=str(self.path("6_vocoder")),
                                       baseline=True)
         return {**result, **{f"{system}_{k}": v["mean"] for system, s in scores["groups"].items()

@@ -18,6 +18,7 @@ def get_config():
     c.stage2_steps = 150     # [4] LM stage 2
     c.flow_steps = 200       # [5] flow decoder
     c.vocoder_steps = 200    # [6] HiFT vocoder (GAN)
+    c.vocoder_adversarial_start = 150   # [6] ... its discriminators join here (mel L1 + F0 alone before)
     c.reply_frames = 50      # [7] at most this many 12.5 Hz frames per spoken segment of the reply
     c.eval_utterances = 4    # [6], [9] held-out utterances of copy synthesis and of the codec evaluation
     c.eval_spoken = 2        # [9] utterances spoken by the LM for the TTS and spoken-reply evaluations

@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 
 from bajax import cli, runs
-from bajax.vocoder.config import default_model_config
+from bajax.config import load
 from bajax.vocoder.source import draw_source_noise
 from tests.interop_util import torch_state
 from tests.test_vocoder_generator import HOP, _mel, _perturbed_ref
@@ -27,7 +27,7 @@ def test_import_pt_synthesise_export_round_trip(tmp_path):
     import jax
     import torch
 
-    cfg = default_model_config()
+    cfg = load(TINY, []).model           # the shipped tiny config's shapes
     mel = _mel(2, 12)
     ref = _perturbed_ref(cfg, mel)
     torch.save(ref.state_dict(), tmp_path / "hift.pt")
@@ -71,7 +71,6 @@ def test_export_carries_the_discriminators_in_cosyvoice_names(tmp_path):
     import jax
     import torch
 
-    from bajax.config import load
     from bajax.interop.import_torch import fresh_model_state
     from bajax.interop.rundir import write_run
     from tests.test_vocoder_disc import _ref_disc, _to_bajax_layout, _waves

@@ -24,7 +24,9 @@ FAST = ["data.audio.crop_seconds=0.16", "train.batch_size=8", "metrics.log_every
         "train.eval_speech=0",   # the held-out speech metrics: test_eval_during_training.py
         # Two periods and one resolution: the trainer's mechanics do not depend on how many discriminators
         # there are, and the step compiles in half the time (the full set is tested in test_vocoder_disc.py).
-        "model.disc.mpd_periods=(2, 3)", "model.disc.mrd_fft_sizes=(512,)"]
+        "model.disc.mpd_periods=(2, 3)", "model.disc.mrd_fft_sizes=(512,)",
+        # The mechanics at the narrow generator, with the discriminators from the first step (the reference).
+        "model.base_channels=32", "model.loss.adversarial_start=0"]
 ONE = jax.devices()[:1]
 METRICS = ("loss", "loss_disc", "loss_gen", "disc_loss", "gen_loss", "fm_loss", "mel_l1", "f0_loss", "tpr_loss",
            "grad_norm_disc", "grad_norm_gen")
