@@ -145,6 +145,7 @@ def test_losses_and_objectives_match_torch(pair):
     f0_pred = np.abs(rng.normal(150, 40, (B, N // 480))).astype(np.float32)
     f0_tgt = np.where(rng.random((B, N // 480)) < 0.3, 0, rng.normal(150, 40, (B, N // 480))).astype(np.float32)
     w = dict(default_gan_loss_config())
+    del w["adversarial_start"]          # a schedule of the trainer's (bajax's warm-up), not a loss weight
 
     @jax.jit
     def ours(out, real, fake, f0_pred, f0_tgt):
@@ -187,6 +188,7 @@ def test_losses_and_objectives_match_torch(pair):
 def test_reference_weights():
     w = default_gan_loss_config()
     assert (w.mel_weight, w.fm_weight, w.tpr_weight, w.tpr_tau, w.f0_weight) == (45.0, 2.0, 1.0, 0.04, 1.0)
+    assert w.adversarial_start == 0     # the reference trains adversarially from the first step
 
 
 @pytest.mark.torch
