@@ -233,7 +233,9 @@ def main() -> None:
         out["synthesis"] = synthesis(args.seconds, args.repeats, not args.skip_torch and _has_torch(), args.pause)
     train = {}
     if not args.skip_tiny_train:
-        train["tiny"] = train_step(os.path.join(ROOT, "configs/vocoder/tiny.py"), [], args.train_steps)
+        # The GAN step (the tiny config's first 400 steps are its reconstruction warm-up, without discriminators).
+        train["tiny"] = train_step(os.path.join(ROOT, "configs/vocoder/tiny.py"), ["model.loss.adversarial_start=0"],
+                                   args.train_steps)
     if not args.skip_base_train:
         train["base"] = train_step(os.path.join(ROOT, "configs/vocoder/base.py"),
                                    [f"train.batch_size={args.base_batch}",
