@@ -69,8 +69,7 @@ def export(run_dir: str, out_dir: str, *, step: int | None = None, max_shard_byt
     if unmapped:
         raise ValueError(f"{run_dir}: checkpoint leaves with no reference name: {unmapped[:5]} "
                          f"({len(unmapped)} in all); the layout in bajax/interop does not know them")
-    plan = [(e.name, e.torch_shape(shapes), meta[e.srcs[0].path][1] if e.srcs else e.rule.to_torch([]).dtype)
-            for e in entries]
+    plan = _plan(entries, shapes, meta)
     carried = Carried.of(run.workdir)   # a run imported from a release: its constants and dtypes (release_carry.py)
     if carried is not None:
         plan = [(name, carried.shape(e, shape), carried.dtype(name, dtype))
@@ -86,8 +85,7 @@ def export(run_dir: str, out_dir: str, *, step: int | None = None, max_shard_byt
     total_bytes = writer.total_bytes
     companion_files = {}
     for stem, group in companions.items():   # in a folder of their own, so OUT stays the reference model alone
-        side = [(e.name, e.torch_shape(shapes), meta[e.srcs[0].path][1] if e.srcs else e.rule.to_torch([]).dtype)
-                for e in group]
+        side = _plan(group, shapes, meta)
         side_writer = ShardedWriter(Path(out_dir) / stem, side, max_shard_bytes=max_shard_bytes,
                                     metadata=meta_header)
         largest = max(largest, _write(side_writer, reader, group, side, None))   # never carried: no release has them
@@ -109,6 +107,12 @@ def export(run_dir: str, out_dir: str, *, step: int | None = None, max_shard_byt
         log(f"exported {cfg.kind} step {step}: {len(plan)} tensors{side}, {total_bytes / 1e6:.1f} MB in "
             f"{len(files) + sum(map(len, companion_files.values()))} file(s) -> {out_dir}")
     return summary
+
+
+def _plan(entries, shapes, meta) -> list[tuple]:
+    """[(name, torch shape, dtype)] of the entries: a tensor keeps its first source's stored dtype."""
+    return [(e.name, e.torch_shape(shapes), meta[e.srcs[0].path][1] if e.srcs else e.rule.to_torch([]).dtype)
+            for e in entries]
 
 
 def _write(writer: ShardedWriter, reader, entries, plan, carried) -> int:

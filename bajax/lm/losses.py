@@ -224,16 +224,18 @@ def _switched_sums(branches, sums, branch, params, h):
     def switched(params, h, branch):
         return jax.lax.switch(branch, [functools.partial(sums, c) for c in branches], params, h)
 
-    def forward(params, h, branch):
-        def with_grad(c):
-            def run(params, h):
-                (total, (ce_sums, ok_sums)), grads = jax.value_and_grad(
-                    lambda p, x: (lambda s: (s[0], s[1:]))(sums(c, p, x)), argnums=(0, 1), has_aux=True)(params, h)
-                return (total, ce_sums, ok_sums), grads
-            return run
+    def with_grad(capacity):
+        def total_and_metrics(params, h):
+            total, ce_sums, ok_sums = sums(capacity, params, h)
+            return total, (ce_sums, ok_sums)
 
-        out, grads = jax.lax.switch(branch, [with_grad(c) for c in branches], params, h)
-        return out, grads
+        def run(params, h):
+            (total, metrics), grads = jax.value_and_grad(total_and_metrics, argnums=(0, 1), has_aux=True)(params, h)
+            return (total, *metrics), grads
+        return run
+
+    def forward(params, h, branch):
+        return jax.lax.switch(branch, [with_grad(c) for c in branches], params, h)
 
     def backward(grads, cotangents):
         g = cotangents[0]                      # the per-codebook sums leave through stop_gradient

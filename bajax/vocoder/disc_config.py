@@ -57,7 +57,7 @@ def default_gan_loss_config() -> ml_collections.ConfigDict:
     c.tpr_tau = 0.04          # tpr_loss_tau
     c.f0_weight = 1.0         # the reference adds loss_f0 unweighted
     # bajax's choice, off by default: before this step the generator trains on mel L1 + F0 alone and the
-    # discriminators neither run nor update (a zero loss: Adam moves nothing); from it on, the reference's GAN.
+    # discriminators neither run nor update (`Update.start` holds their optimizer state); then the reference's GAN.
     # ParallelWaveGAN's discriminator_train_start_steps; for short runs, where the GAN's early gradients only
     # slow the generator down. 0 = the reference (adversarial from the first step).
     c.adversarial_start = 0

@@ -62,14 +62,14 @@ class HiFTGAN(nnx.Module):
             parts = {k: jnp.asarray(v, jnp.float32) for k, v in parts.items()}
             return weights.mel_weight * parts["mel_l1"] + weights.f0_weight * parts["f0_loss"], parts
 
-        if adversarial is True:
-            return full()
-        return jax.lax.cond(adversarial, full, reconstruction)
+        return _when(adversarial, full, reconstruction)
 
 
-def _when(on, objective):
-    """objective() where `on` (a Python or traced bool), else a zero loss with the same metrics."""
+def _when(on, objective, otherwise=None):
+    """objective() where `on` (a Python or traced bool), else otherwise() (default: a zero loss with the same
+    metrics); a Python True traces no conditional."""
     if on is True:
         return objective()
-    zeros = lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(objective))  # noqa: E731
-    return jax.lax.cond(on, objective, zeros)
+    if otherwise is None:
+        otherwise = lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(objective))  # noqa: E731
+    return jax.lax.cond(on, objective, otherwise)
